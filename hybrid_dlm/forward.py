@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['DISCRETE_SCHEDULES', 'VP_SCHEDULES', 'as_tensor', 'DiscreteSchedule', 'LogLinear', 'Geometric', 'discrete_schedule',
-           'Graph', 'Absorbing', 'Uniform', 'VPSchedule', 'LinearLogSNR', 'Cosine', 'Sqrt', 'vp_schedule', 'diffuse',
-           'stratified_times']
+           'Graph', 'Absorbing', 'Uniform', 'mask_weighted', 'VPSchedule', 'LinearLogSNR', 'Cosine', 'Sqrt',
+           'vp_schedule', 'diffuse', 'stratified_times']
 
-# %% ../nbs/02_forward.ipynb #cf20b9a1
+# %% ../nbs/02_forward.ipynb #61471a50
 import math
 import torch
 
-# %% ../nbs/02_forward.ipynb #bf70b881
+# %% ../nbs/02_forward.ipynb #5b8330cb
 def as_tensor(t, dtype=None):
     "`t` as a floating tensor (python numbers become float64 scalars)."
     if isinstance(t, torch.Tensor): return t if t.is_floating_point() else t.to(dtype or torch.float64)
@@ -23,21 +23,21 @@ class DiscreteSchedule:
     def rate(self, t): raise NotImplementedError
     def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in vars(self).items())})"
 
-# %% ../nbs/02_forward.ipynb #56ea10ac
+# %% ../nbs/02_forward.ipynb #ba37a51a
 class LogLinear(DiscreteSchedule):
     "SEDD's log-linear schedule: a token is masked with probability (1 - eps) t."
     def __init__(self, eps:float=0.0): self.eps = eps
     def total(self, t): return -torch.log1p(-(1 - self.eps) * as_tensor(t))
     def rate(self, t): t = as_tensor(t); return (1 - self.eps) / (1 - (1 - self.eps) * t)
 
-# %% ../nbs/02_forward.ipynb #a0cd51a2
+# %% ../nbs/02_forward.ipynb #a6104411
 class Geometric(DiscreteSchedule):
     "SEDD's geometric schedule: total noise smin^(1-t) smax^t."
     def __init__(self, smin:float=1e-4, smax:float=20.0): self.smin, self.smax = smin, smax
     def total(self, t): t = as_tensor(t); return self.smin ** (1 - t) * self.smax ** t
     def rate(self, t): return self.total(t) * math.log(self.smax / self.smin)
 
-# %% ../nbs/02_forward.ipynb #05ca8308
+# %% ../nbs/02_forward.ipynb #ca8e5ea2
 DISCRETE_SCHEDULES = {'loglinear': LogLinear, 'geometric': Geometric}
 
 def discrete_schedule(name:str, **kwargs) -> DiscreteSchedule:
@@ -45,7 +45,7 @@ def discrete_schedule(name:str, **kwargs) -> DiscreteSchedule:
     if name not in DISCRETE_SCHEDULES: raise ValueError(f"Unknown discrete schedule {name!r}: choose one of {sorted(DISCRETE_SCHEDULES)}")
     return DISCRETE_SCHEDULES[name](**kwargs)
 
-# %% ../nbs/02_forward.ipynb #476d3e6c
+# %% ../nbs/02_forward.ipynb #df3974f9
 class Graph:
     "A token graph: rate matrix `Q` (row convention) with closed-form transition probabilities exp(sbar Q)."
     n_states: int
@@ -72,7 +72,7 @@ def _noised(x0, hit, mask):
     "Noise only real positions."
     return hit if mask is None else hit & mask
 
-# %% ../nbs/02_forward.ipynb #f16f5332
+# %% ../nbs/02_forward.ipynb #c7469a7a
 class Absorbing(Graph):
     "Absorbing graph over `vocab_size` tokens plus MASK (id `vocab_size`)."
     def __init__(self, vocab_size:int): self.vocab_size, self.mask_id, self.n_states = vocab_size, vocab_size, vocab_size + 1
@@ -100,7 +100,7 @@ class Absorbing(Graph):
         "The limit of the forward process: all MASK."
         return torch.full(shape, self.mask_id, dtype=torch.long, device=device)
 
-# %% ../nbs/02_forward.ipynb #53897561
+# %% ../nbs/02_forward.ipynb #1911297d
 class Uniform(Graph):
     "Uniform graph over `vocab_size` tokens: a token is replaced at rate 1 by a uniformly drawn one."
     def __init__(self, vocab_size:int): self.vocab_size = self.n_states = vocab_size
@@ -124,7 +124,28 @@ class Uniform(Graph):
         "The limit of the forward process: uniform tokens."
         return torch.randint(0, self.vocab_size, shape, generator=generator, device=device)
 
-# %% ../nbs/02_forward.ipynb #aa34cf8e
+# %% ../nbs/02_forward.ipynb #81f42905
+def mask_weighted(x, sbar, mask_id:int, mask=None, generator=None):
+    "Mask real, unmasked tokens of x with probability 1 - exp(-sbar), as an importance-weighted draw: returns (x_t, weight)."
+    cand = (x != mask_id) if mask is None else (x != mask_id) & mask
+    m = (-torch.expm1(-as_tensor(sbar).double())).to(x.device).expand(x.shape[0]).clamp(1e-300, 1.)
+    n = cand.sum(1).double()
+    p0 = torch.where(n > 0, torch.exp(n * torch.log1p(-m.clamp(max=1 - 1e-16))), torch.ones_like(m))
+    p0 = torch.where(m >= 1, (n == 0).double(), p0)
+    q = torch.where(n > 0, torch.minimum(p0, torch.full_like(p0, 0.5)), torch.ones_like(p0))
+    keep = torch.rand(x.shape[0], generator=generator, dtype=torch.float64, device=x.device) < q
+    weight = torch.where(keep, p0 / q, (1 - p0) / (1 - q).clamp(min=1e-300))
+    # conditioned draw: rank of each candidate, first masked rank J from the truncated geometric law
+    rank = torch.cumsum(cand.long(), 1).double()
+    uj = torch.rand(x.shape[0], generator=generator, dtype=torch.float64, device=x.device)
+    log1m = torch.log1p(-m.clamp(max=1 - 1e-16))
+    J = torch.where(m >= 1, torch.ones_like(m), torch.ceil(torch.log1p(-uj * (1 - p0)) / log1m))
+    J = torch.minimum(J.clamp(min=1), n.clamp(min=1))
+    later = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=x.device) < m[:, None]
+    hit = cand & ((rank == J[:, None]) | ((rank > J[:, None]) & later)) & ~keep[:, None]
+    return torch.where(hit, torch.full_like(x, mask_id), x), weight
+
+# %% ../nbs/02_forward.ipynb #38a4f63e
 class VPSchedule:
     "Variance-preserving Gaussian schedule on local time s in [0, 1], from log-SNR `lambda_max` down to `lambda_min`."
     def __init__(self, lambda_max:float=10.0, lambda_min:float=-10.0):
@@ -136,13 +157,13 @@ class VPSchedule:
     def sigma(self, s): return torch.sigmoid(-self.lam(s)).sqrt()
     def __repr__(self): return f"{type(self).__name__}(lambda_max={self.lambda_max}, lambda_min={self.lambda_min})"
 
-# %% ../nbs/02_forward.ipynb #c2e72899
+# %% ../nbs/02_forward.ipynb #82cc27a4
 class LinearLogSNR(VPSchedule):
     "Log-SNR linear in time."
     def lam(self, s): return self.lambda_max + as_tensor(s) * (self.lambda_min - self.lambda_max)
     def dlam(self, s): return torch.full_like(as_tensor(s), self.lambda_min - self.lambda_max)
 
-# %% ../nbs/02_forward.ipynb #1030fa77
+# %% ../nbs/02_forward.ipynb #4725cfbe
 class Cosine(VPSchedule):
     "The cosine schedule: log-SNR = -2 log tan(theta), theta linear in time."
     def _theta(self, s):
@@ -151,7 +172,7 @@ class Cosine(VPSchedule):
     def lam(self, s): th, _ = self._theta(s); return -2 * torch.log(torch.tan(th))
     def dlam(self, s): th, d = self._theta(s); return -4 * d / torch.sin(2 * th)
 
-# %% ../nbs/02_forward.ipynb #feb52729
+# %% ../nbs/02_forward.ipynb #318ddebb
 class Sqrt(VPSchedule):
     "Diffusion-LM's sqrt schedule: alpha^2 = 1 - sqrt(tau), tau linear in time."
     def __init__(self, lambda_max:float=math.log(99), lambda_min:float=-10.0):
@@ -163,7 +184,7 @@ class Sqrt(VPSchedule):
         tau = self._tau(s)
         return (self.tau1 - self.tau0) * (-0.5 / (tau.sqrt() * (1 - tau.sqrt())) - 0.5 / tau)
 
-# %% ../nbs/02_forward.ipynb #4ac23bce
+# %% ../nbs/02_forward.ipynb #d9b845d9
 VP_SCHEDULES = {'linear': LinearLogSNR, 'cosine': Cosine, 'sqrt': Sqrt}
 
 def vp_schedule(name:str, lambda_max:float=10.0, lambda_min:float=-10.0) -> VPSchedule:
@@ -171,14 +192,14 @@ def vp_schedule(name:str, lambda_max:float=10.0, lambda_min:float=-10.0) -> VPSc
     if name not in VP_SCHEDULES: raise ValueError(f"Unknown continuous schedule {name!r}: choose one of {sorted(VP_SCHEDULES)}")
     return VP_SCHEDULES[name](lambda_max, lambda_min)
 
-# %% ../nbs/02_forward.ipynb #98ef76d1
+# %% ../nbs/02_forward.ipynb #a68e9bc8
 def diffuse(e, alpha, sigma, noise=None, generator=None):
     "z = alpha e + sigma eps for embeddings `e` [B, L, d] and per-sequence `alpha`, `sigma` [B]; returns (z, eps)."
     if noise is None: noise = torch.randn(e.shape, generator=generator, device=e.device, dtype=e.dtype)
     alpha, sigma = (as_tensor(v).to(e).reshape(-1, *([1] * (e.dim() - 1))) for v in (alpha, sigma))
     return alpha * e + sigma * noise, noise
 
-# %% ../nbs/02_forward.ipynb #413ac3d7
+# %% ../nbs/02_forward.ipynb #c7b8b260
 def stratified_times(n:int, generator=None, device=None, dtype=torch.float32):
     "n times in [0, 1), one in each of n equal strata, with a shared uniform offset."
     u0 = torch.rand((), generator=generator, dtype=torch.float64)

@@ -6,13 +6,13 @@
 __all__ = ['k_term', 'score_entropy', 'log_r', 'sedd_scaled', 'dse_absorbing', 'dse_absorbing_x0', 'dse_uniform', 'eps_from_x0',
            'x0_from_eps', 'eps_loss', 'vdm_weight', 'decoder_logits', 'gaussian_prior_kl']
 
-# %% ../nbs/03_losses.ipynb #084ad1cd
+# %% ../nbs/03_losses.ipynb #ea444ea5
 import math
 import torch
 import torch.nn.functional as F
 from .forward import as_tensor
 
-# %% ../nbs/03_losses.ipynb #69dd4417
+# %% ../nbs/03_losses.ipynb #eb4fa337
 def k_term(r):
     "K(r) = r (log r - 1), with K(0) = 0: the constant that makes score entropy zero at the true ratio."
     return torch.xlogy(r, r) - r
@@ -21,14 +21,15 @@ def score_entropy(log_score, ratio, in_rate):
     "Generic score entropy: sum_y in_rate_y (exp(ls_y) - ratio_y ls_y + K(ratio_y)), last dim over states y."
     return (in_rate * (log_score.exp() - ratio * log_score + k_term(ratio))).sum(-1)
 
-# %% ../nbs/03_losses.ipynb #67f50701
+# %% ../nbs/03_losses.ipynb #046befa8
 def log_r(sbar):
     "log r with r = 1 / (exp(sbar) - 1), the ratio of the clean token to MASK after total noise `sbar`."
     return -torch.log(torch.expm1(as_tensor(sbar)))
 
 def sedd_scaled(raw, sbar, vocab_size:int):
-    "SEDD's scaling of raw outputs into log-scores: raw + log r - log V (an untrained net starts at the prior ratio)."
-    return raw + (log_r(sbar) - math.log(vocab_size))[..., None]
+    "SEDD's scaling of raw outputs [B, ..., V] into log-scores: raw + log r - log V, with sbar per sequence [B] (or a scalar)."
+    shift = (log_r(sbar) - math.log(vocab_size)).to(raw.device)
+    return raw + shift.reshape(-1, *([1] * (raw.dim() - 1)))
 
 def dse_absorbing(log_score, target, r, mask_id:int):
     "Score entropy at masked positions: log-scores [N, V] over tokens, clean `target` [N] (MASK allowed), ratio r [N]."
@@ -40,7 +41,7 @@ def dse_absorbing_x0(logits, target, r):
     "The same loss in the x0 parametrisation: r times the cross-entropy of p(x0 | x_t) = softmax(logits)."
     return r * F.cross_entropy(logits, target, reduction='none')
 
-# %% ../nbs/03_losses.ipynb #f15f08cb
+# %% ../nbs/03_losses.ipynb #0ac45292
 def dse_uniform(log_score, x_t, x0, sbar):
     "Score entropy of the uniform graph at every position: log-scores [N, V], current and clean tokens [N], noise [N]."
     V = log_score.shape[-1]
@@ -53,7 +54,7 @@ def dse_uniform(log_score, x_t, x0, sbar):
     terms = log_score.exp() - ratio * log_score + k_term(ratio)
     return terms.masked_fill(torch.arange(V, device=x0.device) == x_t[:, None], 0.).sum(-1) / V
 
-# %% ../nbs/03_losses.ipynb #88c0584f
+# %% ../nbs/03_losses.ipynb #f2710906
 def eps_from_x0(z, e_hat, alpha, sigma):
     "Noise implied by a clean-embedding prediction: (z - alpha e_hat) / sigma (alpha, sigma per sequence)."
     alpha, sigma = (v.to(z).reshape(-1, *([1] * (z.dim() - 1))) for v in (as_tensor(alpha), as_tensor(sigma)))
@@ -73,7 +74,7 @@ def vdm_weight(dlam):
     "Weight -1/2 d lambda / ds that turns the noise-prediction loss into the integrand of the VDM bound."
     return -0.5 * dlam
 
-# %% ../nbs/03_losses.ipynb #f9ad2341
+# %% ../nbs/03_losses.ipynb #a95cbf1e
 def decoder_logits(z, E, alpha, sigma, bias=None):
     "Logits of the Gaussian posterior p(x | z) over the rows of E [n, d] for z [..., d] (alpha, sigma per sequence)."
     alpha, sigma = (as_tensor(v).to(z).reshape(-1, *([1] * (z.dim() - 1))) for v in (alpha, sigma))
