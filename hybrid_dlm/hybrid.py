@@ -6,14 +6,14 @@
 __all__ = ['SEGMENTS', 'HybridConfig', 'round_embeddings', 'rounding_error_bound', 'rounding_error', 'HybridSchedule',
            'sample_chain', 'masked_fraction']
 
-# %% ../nbs/04_hybrid.ipynb #597e06ae
+# %% ../nbs/04_hybrid.ipynb #650c2807
 import math, warnings
 from dataclasses import dataclass, asdict
 import torch
-from .forward import as_tensor, discrete_schedule, vp_schedule, Absorbing, diffuse
+from .forward import as_tensor, discrete_schedule, vp_schedule, Absorbing, diffuse, mask_weighted
 from .losses import decoder_logits
 
-# %% ../nbs/04_hybrid.ipynb #36057566
+# %% ../nbs/04_hybrid.ipynb #9e2db572
 @dataclass
 class HybridConfig:
     "Every choice of the hybrid process; stored with each hybrid model."
@@ -26,7 +26,7 @@ class HybridConfig:
     lambda_b: float = 2.0           # log-SNR at u = b (most noisy continuous state, before rounding)
     rounding: str = 'nearest'       # how z_b becomes tokens x_b: nearest or sample
 
-# %% ../nbs/04_hybrid.ipynb #740b9676
+# %% ../nbs/04_hybrid.ipynb #507a3015
 def round_embeddings(z, E, alpha, sigma, rule:str='nearest', generator=None):
     "Tokens for vectors z [B, L, d] under the flat-prior Gaussian decoder over the rows of E: argmax (`nearest`) or a draw (`sample`)."
     logits = decoder_logits(z, E, alpha, sigma)
@@ -34,7 +34,7 @@ def round_embeddings(z, E, alpha, sigma, rule:str='nearest', generator=None):
     probs = logits.double().softmax(-1)
     return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(z.shape[:-1])
 
-# %% ../nbs/04_hybrid.ipynb #de7ca870
+# %% ../nbs/04_hybrid.ipynb #b5f20785
 def rounding_error_bound(lam:float, emb_dim:int, n_tokens:int) -> float:
     "Union bound on the rounding error at log-SNR `lam` for N(0, I) embeddings of dimension `emb_dim`."
     dist = math.sqrt(2 * emb_dim) * math.exp(lam / 2) / 2
@@ -47,7 +47,7 @@ def rounding_error(E, lam:float, n:int=4096, generator=None) -> float:
     z, _ = diffuse(E[x].detach(), al, sg, generator=generator)
     return (round_embeddings(z, E.detach(), al, sg) != x).float().mean().item()
 
-# %% ../nbs/04_hybrid.ipynb #89ebdbb0
+# %% ../nbs/04_hybrid.ipynb #a5387276
 SEGMENTS = ('A', 'B', 'C')
 
 class HybridSchedule:
@@ -95,12 +95,12 @@ class HybridSchedule:
             warnings.warn(f"lambda_b={self.cfg.lambda_b} leaves x_b mostly noise (rounding error up to {p:.0%} for "
                           f"{emb_dim}-dim embeddings of {n_tokens} tokens): raise lambda_b", stacklevel=2)
 
-# %% ../nbs/04_hybrid.ipynb #6e207a96
+# %% ../nbs/04_hybrid.ipynb #5e8474a3
 def _mask(x, sbar, mask, generator, mask_id):
     "Mask each real token of x with probability 1 - exp(-sbar) (already-masked tokens stay masked)."
     return Absorbing(mask_id).sample(x, sbar, mask, generator)
 
-# %% ../nbs/04_hybrid.ipynb #305a881f
+# %% ../nbs/04_hybrid.ipynb #911bf66f
 @torch.no_grad()
 def sample_chain(hs:HybridSchedule, x0, mask, u, E, mask_id:int, generator=None):
     "Sample the hybrid chain for tokens x0 [B, L] (real positions `mask`) at times u [B]; E is the embedding table [V+1, d]."
@@ -110,8 +110,8 @@ def sample_chain(hs:HybridSchedule, x0, mask, u, E, mask_id:int, generator=None)
         return _mask(x0[idx], hs.sbar_A(torch.full((len(idx),), hs.a, dtype=torch.float64)), mask[idx], generator, mask_id)
     if len(idx := torch.nonzero(seg == 0)[:, 0]):
         ui = u[idx]
-        out['A'] = dict(idx=idx, x_t=_mask(x0[idx], hs.sbar_A(ui), mask[idx], generator, mask_id), target=x0[idx],
-                        mask=mask[idx], u=ui, sbar=hs.sbar_A(ui), rate=hs.rate_A(ui))
+        x_t, w = mask_weighted(x0[idx], hs.sbar_A(ui), mask_id, mask[idx], generator)
+        out['A'] = dict(idx=idx, x_t=x_t, weight=w, target=x0[idx], mask=mask[idx], u=ui, sbar=hs.sbar_A(ui), rate=hs.rate_A(ui))
     if len(idx := torch.nonzero(seg == 1)[:, 0]):
         ui, x_a = u[idx], x_a_of(idx)
         al, sg = hs.alpha(ui), hs.sigma(ui)
@@ -119,17 +119,18 @@ def sample_chain(hs:HybridSchedule, x0, mask, u, E, mask_id:int, generator=None)
         out['B'] = dict(idx=idx, x_a=x_a, z=z, eps=eps, mask=mask[idx], u=ui, lam=hs.lam(ui), dlam=hs.dlam_du(ui),
                         alpha=al, sigma=sg)
     if len(idx := torch.nonzero(seg == 2)[:, 0]):
-        ui, x_b = u[idx], x_a_of(idx)
+        ui, x_a = u[idx], x_a_of(idx)
+        x_b, extra = x_a, {}
         if hs.a < hs.b:                                    # round z_b; a discrete-only hybrid has x_b = x_a
-            n = len(idx)
-            al, sg = (torch.full((n,), v, dtype=torch.float64) for v in (hs.alpha(hs.b), hs.sigma(hs.b)))
-            z_b, _ = diffuse(E[x_b].detach(), al, sg, generator=generator)
+            al, sg = (torch.full((len(idx),), float(v), dtype=torch.float64) for v in (hs.alpha(hs.b), hs.sigma(hs.b)))
+            z_b, eps_b = diffuse(E[x_a].detach(), al, sg, generator=generator)
             x_b = torch.where(mask[idx], round_embeddings(z_b, E.detach(), al, sg, hs.cfg.rounding, generator), x0[idx])
-        out['C'] = dict(idx=idx, x_t=_mask(x_b, hs.sbar_C(ui), mask[idx], generator, mask_id), target=x_b,
-                        mask=mask[idx], u=ui, sbar=hs.sbar_C(ui), rate=hs.rate_C(ui))
+            extra = dict(x_a=x_a, z_b=z_b, eps_b=eps_b)
+        x_t, w = mask_weighted(x_b, hs.sbar_C(ui), mask_id, mask[idx], generator)
+        out['C'] = dict(idx=idx, x_t=x_t, weight=w, target=x_b, mask=mask[idx], u=ui, sbar=hs.sbar_C(ui), rate=hs.rate_C(ui), **extra)
     return out
 
-# %% ../nbs/04_hybrid.ipynb #fb43b027
+# %% ../nbs/04_hybrid.ipynb #07398d2c
 def masked_fraction(hs:HybridSchedule, u):
     "Expected fraction of MASK in the discrete state at global time u (in segment B: that of x_a)."
     u = as_tensor(u).double()
