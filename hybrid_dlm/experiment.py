@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MODEL_ORDER', 'PAPER_TABLE2', 'RESULT_COLUMNS', 'reproduce', 'summary_table']
 
-# %% ../nbs/10_experiment.ipynb #356a9993
+# %% ../nbs/10_experiment.ipynb #c3b8174a
 import json, math, time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -17,7 +17,7 @@ from .models import load_model
 from .likelihood import evaluate, bound_breakdown, plot_breakdown
 from .train import PRESETS, preset_configs, train
 
-# %% ../nbs/10_experiment.ipynb #b52a1647
+# %% ../nbs/10_experiment.ipynb #61c67ad8
 MODEL_ORDER = ('ar', 'sedd', 'continuous', 'hybrid')
 PAPER_TABLE2 = {'sedd': 49.60, 'continuous': 209.93, 'hybrid': 203.20}     # the paper's reported perplexities
 RESULT_COLUMNS = ['model', 'ppl', 'ppl_stderr', 'nll_per_token', 'tokens', 'train_tokens', 'train_seconds', 'params']
@@ -30,7 +30,7 @@ def _train_record(out:Path) -> dict:
     ck = torch.load(out / 'ckpt.pt', map_location='cpu', weights_only=False)
     return dict(train_tokens=ck['tokens_seen'], train_seconds=ck['train_seconds'], params=ck['params'], steps=ck['step'])
 
-# %% ../nbs/10_experiment.ipynb #3a74e3e8
+# %% ../nbs/10_experiment.ipynb #6692e096
 def reproduce(preset:str='cpu', out='runs/cpu', models=MODEL_ORDER, device=None, progress:bool=True,
               variants:dict=None, **overrides) -> pd.DataFrame:
     "Train and evaluate the models of a preset on identical data; write results.csv and plots to `out`."
@@ -38,6 +38,7 @@ def reproduce(preset:str='cpu', out='runs/cpu', models=MODEL_ORDER, device=None,
     ev = {k: overrides.pop(k) for k in ('time_samples', 'max_chunks') if k in overrides}
     runs = {kind: preset_configs(preset, kind, **overrides) for kind in models}      # validates preset and options
     ev = {**PRESETS[preset]['eval'], **ev}
+    if 'corpus' in overrides: ev.update(corpus=overrides['corpus'], split='test')   # evaluate on the corpus trained on
     runs.update({name: preset_configs(preset, 'hybrid', **{**overrides, **v}) for name, v in (variants or {}).items()})
     mc0, tc0 = next(iter(runs.values()))
     t_start = time.perf_counter()
@@ -80,7 +81,7 @@ def reproduce(preset:str='cpu', out='runs/cpu', models=MODEL_ORDER, device=None,
     if progress: print(summary_table(df).to_string())
     return df
 
-# %% ../nbs/10_experiment.ipynb #0cc86dea
+# %% ../nbs/10_experiment.ipynb #65aff01d
 def summary_table(df:pd.DataFrame) -> pd.DataFrame:
     "Perplexity bounds with standard errors beside the paper's Table 2."
     t = pd.DataFrame({'model': df['model'],
