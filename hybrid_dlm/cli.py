@@ -19,7 +19,7 @@ from .models import ModelConfig, HybridConfig, load_model
 from .train import TrainConfig, PRESETS, preset_configs, train, TrainingDiverged
 from .likelihood import evaluate, oracle_model
 from .sampling import generate
-from .experiment import reproduce, summary_table, MODEL_ORDER
+from .experiment import reproduce, summary_table, MODEL_ORDER, HYBRID_VARIANTS, BEST_VARIANT
 from .bench import bench, speed_vs_ar
 
 # %% ../nbs/13_cli.ipynb #8c7a0eb2
@@ -159,7 +159,9 @@ def add_sample_parser(subparsers):
 # %% ../nbs/13_cli.ipynb #865733bd
 def run_reproduce(args) -> int:
     "`hdlm reproduce`: the experiment of a preset; prints the table beside the paper's."
-    df = reproduce(args.preset, args.out, models=args.models, device=args.device, progress=True, **_overrides(args))
+    variants = None if args.variants is None else {name: HYBRID_VARIANTS[name] for name in args.variants}
+    df = reproduce(args.preset, args.out, models=args.models, device=args.device, progress=True, variants=variants,
+                   **_overrides(args))
     print(f"results: {os.path.join(args.out, 'results.csv')}")
     return 0
 
@@ -169,6 +171,9 @@ def add_reproduce_parser(subparsers):
     p.add_argument('--preset', default='cpu', choices=list(PRESETS))
     p.add_argument('--out', required=True)
     p.add_argument('--models', nargs='+', default=list(MODEL_ORDER), choices=MODEL_ORDER)
+    p.add_argument('--variants', nargs='*', default=None, choices=list(HYBRID_VARIANTS), metavar='NAME',
+                   help=f"hybrid variants trained beside the models (default: {BEST_VARIANT} when hybrid is trained; none: --variants); "
+                        f"choose from {', '.join(HYBRID_VARIANTS)}")
     p.add_argument('--device', default=None)
     _add_overrides(p)
     p.set_defaults(func=run_reproduce)

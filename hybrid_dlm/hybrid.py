@@ -25,6 +25,8 @@ class HybridConfig:
     lambda_max: float = 10.0        # log-SNR at u = a (least noisy continuous state)
     lambda_b: float = 2.0           # log-SNR at u = b (most noisy continuous state, before rounding)
     rounding: str = 'nearest'       # how z_b becomes tokens x_b: nearest or sample
+    lifting: str = 'gaussian'       # p(z_b | x_b): gaussian (mean alpha_b E[x_b]) or learned (mean from a network on all of x_b)
+    decoder: str = 'gaussian'       # p(x_a | z_a): gaussian (nearest embedding) or contextual (the denoiser's posterior)
 
 # %% ../nbs/04_hybrid.ipynb #507a3015
 def round_embeddings(z, E, alpha, sigma, rule:str='nearest', generator=None):
@@ -59,7 +61,9 @@ class HybridSchedule:
             raise ValueError(f"Need 0 <= a <= b <= 1 (segments [0,a), [a,b), [b,1]), got a={a}, b={b}")
         if a < b and not cfg.lambda_b < cfg.lambda_max:
             raise ValueError(f"lambda_b ({cfg.lambda_b}) must be below lambda_max ({cfg.lambda_max}): noise grows along segment B")
-        if cfg.rounding not in ('nearest', 'sample'): raise ValueError(f"Unknown rounding {cfg.rounding!r}: choose nearest or sample")
+        for name, options in [('rounding', ('nearest', 'sample')), ('lifting', ('gaussian', 'learned')), ('decoder', ('gaussian', 'contextual'))]:
+            if getattr(cfg, name) not in options:
+                raise ValueError(f"Unknown {name} {getattr(cfg, name)!r}: choose {' or '.join(options)}")
         self.cfg, self.a, self.b = cfg, a, b
         self.sched_A, self.sched_C = discrete_schedule(cfg.schedule_A), discrete_schedule(cfg.schedule_C)
         self.sched_B = vp_schedule(cfg.cont_schedule, cfg.lambda_max, cfg.lambda_b) if a < b else None

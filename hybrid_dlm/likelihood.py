@@ -47,7 +47,8 @@ class BoundResult:
 def estimate_bound(model, ids, mask, time_samples:int=8, batch_size:int=64, seed:int=0, progress:bool=True,
                    name:str=None, corpus:str='', split:str='', device=None) -> BoundResult:
     "Estimate the NLL upper bound per token of `model` on chunks `ids` [N, L] (real tokens where `mask`)."
-    ids, mask = torch.as_tensor(ids).long(), torch.as_tensor(mask).bool()
+    ids, mask = (torch.as_tensor(np.array(v)) for v in (ids, mask))       # a copy: chunks may be a read-only memmap
+    ids, mask = ids.long(), mask.bool()
     if len(ids) == 0 or not mask.any(): raise ValueError("No tokens to evaluate: the chunks are empty")
     device = device or next(iter([*model.parameters(), *model.buffers()]), torch.zeros(())).device
     K = 1 if getattr(model, 'kind', None) == 'ar' else time_samples

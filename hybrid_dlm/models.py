@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MODEL_KINDS', 'MODELS', 'ModelConfig', 'DiscreteDenoiser', 'SEDD', 'table_softmax_mean', 'ContinuousDenoiser',
-           'binary_entropy', 'DiffusionModel', 'AR', 'SEDDModel', 'ContinuousModel', 'SegmentNoise', 'HybridModel',
-           'build_model', 'atomic_save', 'save_model', 'load_model', 'train_briefly']
+           'binary_entropy', 'DiffusionModel', 'AR', 'SEDDModel', 'ContinuousModel', 'SegmentNoise', 'LearnedLifting',
+           'HybridModel', 'build_model', 'atomic_save', 'save_model', 'load_model', 'train_briefly']
 
 # %% ../nbs/06_models.ipynb #3380ddc2
 import math, os, json, warnings
@@ -50,6 +50,8 @@ class ModelConfig:
                   (self.graph == 'absorbing' or self.param == 'score', "The x0 parametrisation exists only for the absorbing graph"),
                   (self.cont_param in ('x0', 'eps'), f"Unknown cont_param {self.cont_param!r}: choose x0 or eps"),
                   (self.cont_loss in ('elbo', 'eps'), f"Unknown cont_loss {self.cont_loss!r}: choose elbo or eps"),
+                  (self.hybrid.decoder == 'gaussian' or self.cont_param == 'x0',
+                   "The contextual decoder reads the x0 denoiser's posterior over tokens: set cont_param='x0'"),
                   (self.seq_len >= 2, f"seq_len must be at least 2, got {self.seq_len}"),
                   (self.vocab_size >= 2, f"vocab_size must be at least 2, got {self.vocab_size}")]
         for ok, msg in checks:
@@ -163,10 +165,14 @@ class ContinuousDenoiser(nn.Module):
         q = a * z / s2 if h is None else a * z / s2 + h
         return torch.cat([q, (-0.5 * a ** 2 / s2).expand(*z.shape[:-1], 1), torch.ones_like(z[..., :1])], -1)
 
+    def correction(self, z, lam, alpha, sigma, mask=None):
+        "The network's output on z (unit-variance input): the noise for `eps`, the query correction h for `x0`."
+        scale = (_col(alpha, z) ** 2 * self.embedding.detach().pow(2).mean() + _col(sigma, z) ** 2).sqrt()
+        return self.out(self.net(z / scale, as_tensor(lam).to(z).float(), mask)).float()
+
     def denoise(self, z, lam, alpha, sigma, mask=None):
         "Predicted noise and clean embedding (eps_hat, e_hat) for noisy embeddings z [B, L, d] at log-SNR lam [B]."
-        scale = (_col(alpha, z) ** 2 * self.embedding.detach().pow(2).mean() + _col(sigma, z) ** 2).sqrt()
-        h = self.out(self.net(z / scale, as_tensor(lam).to(z).float(), mask)).float()
+        h = self.correction(z, lam, alpha, sigma, mask)
         if self.param == 'eps': return h, x0_from_eps(z, h, alpha, sigma)
         q = self.queries(z, alpha, sigma, h)
         if mask is None: e_hat = table_softmax_mean(q.reshape(-1, q.shape[-1]), self.keys(), self.embedding).reshape(z.shape)
@@ -181,12 +187,20 @@ class ContinuousDenoiser(nn.Module):
         else: sq = (torch.exp(as_tensor(lam).double()).to(z) * ((self.embedding[x] - e_hat).pow(2).sum(-1) * mask).sum(-1))
         return -0.5 * as_tensor(dlam).double().to(z.device) * sq.double(), eps_hat
 
-    def decoder_nll(self, x, mask, alpha, sigma, generator=None):
-        "Per-sequence -log p(x | z) at real positions, with z = alpha E[x] + sigma eps drawn here."
+    def decoder_nll(self, x, mask, alpha, sigma, generator=None, lam=None):
+        "Per-sequence -log p(x | z) at real positions, z = alpha E[x] + sigma eps drawn here; contextual when `lam` is given."
         z, _ = diffuse(self.embedding[x], alpha, sigma, generator=generator)
-        q, rows = self.queries(z, alpha, sigma)[mask], mask.nonzero()[:, 0]
+        h = None if lam is None else self.correction(z, lam, alpha, sigma, mask)
+        q, rows = self.queries(z, alpha, sigma, h)[mask], mask.nonzero()[:, 0]
         per = linear_cross_entropy(q, self.keys(), None, x[mask], reduction='none')
         return _scatter_rows(per, rows, x.shape[0])
+
+    def rounding_logq(self, z, x, alpha, sigma, mask):
+        "Per-sequence log q(x | z) of stochastic rounding: the flat-prior Gaussian decoder of `round_embeddings`."
+        q = self.queries(z, alpha, sigma)
+        q = torch.cat([q[..., :-1], torch.zeros_like(q[..., -1:])], -1)[mask]   # the bias column off: a flat prior
+        per = linear_cross_entropy(q, self.keys(), None, x[mask], reduction='none')
+        return -_scatter_rows(per, mask.nonzero()[:, 0], x.shape[0])
 
     def prior_kl(self, x, mask, alpha, sigma):
         "Per-sequence KL( N(alpha E[x], sigma^2 I) || N(0, I) ) over real positions."
@@ -321,6 +335,16 @@ class SegmentNoise(nn.Module):
     def forward(self, c): return self.inner(c) + self.segment
 
 # %% ../nbs/06_models.ipynb #a020f803
+class LearnedLifting(nn.Module):
+    "mu(x_b) = E[x_b] + a correction from a small bidirectional network that sees the whole sequence E[x_b]."
+    def __init__(self, bcfg, emb_dim:int):
+        super().__init__()
+        self.net = Backbone(backbone_config(bcfg, n_layer=2), in_dim=emb_dim)
+        self.out = nn.Linear(bcfg.d_model, emb_dim)
+        nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)     # starts as the Gaussian lifting
+    def forward(self, e, mask=None): return e + self.out(self.net(e, None, mask)).float()
+
+# %% ../nbs/06_models.ipynb #9d5d4347
 class HybridModel(DiffusionModel):
     "The paper's hybrid: SEDD1 on [0,a), continuous diffusion on [a,b), SEDD2 on [b,1], one global time."
     kind = 'hybrid'
@@ -331,6 +355,8 @@ class HybridModel(DiffusionModel):
         self.sedd1 = SEDD(self.bcfg, V, 'absorbing', cfg.param) if hs.a > 0 else None
         self.cont = ContinuousDenoiser(self.bcfg, V + 1, cfg.emb_dim, cfg.cont_param) if hs.a < hs.b else None
         self.sedd2 = SEDD(self.bcfg, V, 'absorbing', 'score') if hs.b < 1 else None
+        learned = hs.cfg.lifting == 'learned' and self.cont is not None and self.sedd2 is not None
+        self.lifting = LearnedLifting(self.bcfg, cfg.emb_dim) if learned else None
         if self.cont is not None: hs.check_recoverable(cfg.emb_dim, V + 1)
         if cfg.shared_trunk: self._share_trunk()
 
@@ -351,16 +377,26 @@ class HybridModel(DiffusionModel):
         full = lambda v: torch.full((n,), float(v), dtype=torch.float64, device=x_a.device)
         a_max, s_max = full(hs.alpha(hs.a)), full(hs.sigma(hs.a))
         a_b, s_b = full(hs.alpha(hs.b)), full(hs.sigma(hs.b))
-        out = {'decoder_a': weight * self.cont.decoder_nll(x_a, mask, a_max, s_max, generator)}
+        lam = full(hs.cfg.lambda_max) if hs.cfg.decoder == 'contextual' else None
+        out = {'decoder_a': weight * self.cont.decoder_nll(x_a, mask, a_max, s_max, generator, lam)}
         if hs.b == 1: out['prior_b'] = weight * self.cont.prior_kl(x_a, mask, a_b, s_b)
         return out
 
+    def lift_mean(self, x_b, mask=None):
+        "mu(x_b) [B, L, d]: the mean of p(z_b | x_b) is alpha_b mu(x_b)."
+        e = self.cont.embedding[x_b]
+        return e if self.lifting is None else self.lifting(e, mask)
+
     def _lift(self, x_a, x_b, z_b, mask):
-        "log q(z_b | x_a) - log p(z_b | x_b) per sequence for the Gaussian lifting N(alpha_b E[x_b], sigma_b^2 I)."
+        "log q(z_b | x_a) + log q(x_b | z_b) - log p(z_b | x_b) per sequence (Gaussians of variance sigma_b^2)."
         hs, E = self.hs, self.cont.embedding
         a_b, s_b = float(hs.alpha(hs.b)), float(hs.sigma(hs.b))
-        d2 = lambda x: (z_b - a_b * E[x]).pow(2).sum(-1)
-        return (((d2(x_b) - d2(x_a)) / (2 * s_b ** 2)) * mask).sum(-1).double()
+        d2 = lambda mean: (z_b - a_b * mean).pow(2).sum(-1)
+        lift = (((d2(self.lift_mean(x_b, mask)) - d2(E[x_a])) / (2 * s_b ** 2)) * mask).sum(-1).double()
+        if hs.cfg.rounding == 'sample':
+            n = x_a.shape[0]
+            lift = lift + self.cont.rounding_logq(z_b, x_b, torch.full((n,), a_b), torch.full((n,), s_b), mask)
+        return lift
 
     def terms(self, x0, mask, u, generator=None, boundary='all', unweighted=False):
         self.check_input(x0, mask)

@@ -89,15 +89,18 @@ def sample_continuous(denoiser:ContinuousDenoiser, z, times, schedule, method:st
     return z
 
 @torch.no_grad()
-def decode_tokens(denoiser:ContinuousDenoiser, z, alpha, sigma, greedy:bool=True, allow=None, generator=None):
+def decode_tokens(denoiser:ContinuousDenoiser, z, alpha, sigma, greedy:bool=True, allow=None, generator=None, lam=None):
     "Tokens from vectors z with the decoder p(x | z) (argmax, or a float64 draw); `allow` restricts to the first n tokens."
     n = z.shape[0]
-    logits = decoder_logits(z.double(), denoiser.embedding.double(), as_tensor(alpha).expand(n), as_tensor(sigma).expand(n),
-                            denoiser.bias.double())
+    al, sg = as_tensor(alpha).expand(n), as_tensor(sigma).expand(n)
+    if lam is None: logits = decoder_logits(z.double(), denoiser.embedding.double(), al, sg, denoiser.bias.double())
+    else:                                      # the contextual decoder: the x0 denoiser's posterior over the table
+        h = denoiser.correction(z, as_tensor(lam).expand(n), al, sg)
+        logits = denoiser.queries(z, al, sg, h).double() @ denoiser.keys().double().T
     if allow is not None: logits[..., allow:] = -math.inf
     return logits.argmax(-1) if greedy else categorical(logits.softmax(-1), generator)
 
-# %% ../nbs/07_sampling.ipynb #1d6bdda5
+# %% ../nbs/07_sampling.ipynb #d7d612cd
 def _split_steps(steps:int, lengths):
     "Steps per segment, proportional to the segment lengths, at least one for each non-empty segment."
     return [max(1, round(steps * l)) if l > 0 else 0 for l in lengths]
@@ -147,14 +150,14 @@ def _generate_hybrid(model, n, L, steps, sampler, clamp, greedy_decode, gen, pro
     if model.cont is not None:                                    # lift, continuous reverse from u = b to a, decode
         d, sch = model.cont, model.hs.sched_B
         if model.sedd2 is not None:
-            z = sch.alpha(torch.tensor(1.)) * d.embedding[x] + sch.sigma(torch.tensor(1.)) * torch.randn(n, L, d.embedding.shape[1], generator=gen).to(device)
+            z = sch.alpha(torch.tensor(1.)) * model.lift_mean(x) + sch.sigma(torch.tensor(1.)) * torch.randn(n, L, d.embedding.shape[1], generator=gen).to(device)
         else: z = torch.randn(n, L, d.embedding.shape[1], generator=gen).to(device)          # b = 1: the Gaussian prior
         states['z_b'] = z
         z = sample_continuous(d, z, torch.linspace(1, 0, nB + 1, dtype=torch.float64), sch, 'ddpm', clamp, None, gen,
                               progress, 'continuous')
         states['z_a'] = z
         x = decode_tokens(d, z, sch.alpha(torch.tensor(0.)), sch.sigma(torch.tensor(0.)), greedy_decode,
-                          V + 1 if hs.a > 0 else V, gen)
+                          V + 1 if hs.a > 0 else V, gen, hs.cfg.lambda_max if hs.cfg.decoder == 'contextual' else None)
         states['x_a'] = x
     if model.sedd1 is not None:                                   # SEDD1: u from a to 0, unmasking everything
         times = torch.linspace(hs.a, 0, nA + 1, dtype=torch.float64)

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
+from hybrid_dlm.experiment import BEST_VARIANT
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,7 +68,7 @@ def test_reproduce_smoke_writes_results(tmp_path):
              '--lambda-b', '4')
     df = pd.read_csv(tmp_path / 'run' / 'results.csv')
     assert list(df.columns[:8]) == ['model', 'ppl', 'ppl_stderr', 'nll_per_token', 'tokens', 'train_tokens', 'train_seconds', 'params']
-    assert list(df.model) == ['ar', 'sedd', 'continuous', 'hybrid']
+    assert list(df.model) == ['ar', 'sedd', 'continuous', 'hybrid', BEST_VARIANT]     # the paper's four and the best variant
     assert (df.ppl > 1).all() and (df.ppl_stderr >= 0).all() and (df.tokens == df.tokens[0]).all() and (df.params > 0).all()
     assert (df.nll_per_token >= df.exact_nll_per_token - 3 * df.nll_stderr).all()      # bounds, on the Markov source
     for f in ['training_curves.png', 'ppl.png', 'bound_breakdown.png'] + [f'{m}/ckpt.pt' for m in df.model]:
