@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MODEL_KINDS', 'MODELS', 'ModelConfig', 'DiscreteDenoiser', 'SEDD', 'table_softmax_mean', 'ContinuousDenoiser',
-           'binary_entropy', 'DiffusionModel', 'AR', 'SEDDModel', 'ContinuousModel', 'SegmentNoise', 'LearnedLifting',
-           'HybridModel', 'build_model', 'atomic_save', 'save_model', 'load_model', 'train_briefly']
+           'binary_entropy', 'DiffusionModel', 'AR', 'SEDDModel', 'ContinuousModel', 'SegmentNoise', 'ShiftedNoise',
+           'LearnedLifting', 'HybridModel', 'build_model', 'atomic_save', 'save_model', 'load_model', 'train_briefly']
 
 # %% ../nbs/06_models.ipynb #3380ddc2
 import math, os, json, warnings
@@ -41,6 +41,7 @@ class ModelConfig:
     lambda_min: float = -10.0        # continuous model alone: log-SNR at s = 1
     hybrid: HybridConfig = field(default_factory=HybridConfig)   # hybrid: the process
     shared_trunk: bool = False       # hybrid: one trunk for the three networks, with a segment embedding
+    tie_discrete: bool = False       # hybrid: one SEDD network for segments A and C (conditioned on the chain's total masking)
 
     def __post_init__(self):
         if isinstance(self.hybrid, dict): self.hybrid = HybridConfig(**self.hybrid)
@@ -50,6 +51,8 @@ class ModelConfig:
                   (self.graph == 'absorbing' or self.param == 'score', "The x0 parametrisation exists only for the absorbing graph"),
                   (self.cont_param in ('x0', 'eps'), f"Unknown cont_param {self.cont_param!r}: choose x0 or eps"),
                   (self.cont_loss in ('elbo', 'eps'), f"Unknown cont_loss {self.cont_loss!r}: choose elbo or eps"),
+                  (not self.tie_discrete or self.param == 'score',
+                   "tie_discrete shares SEDD1 with SEDD2, whose targets contain MASK: set param='score'"),
                   (self.hybrid.decoder == 'gaussian' or self.cont_param == 'x0',
                    "The contextual decoder reads the x0 denoiser's posterior over tokens: set cont_param='x0'"),
                   (self.seq_len >= 2, f"seq_len must be at least 2, got {self.seq_len}"),
@@ -103,19 +106,20 @@ class SEDD(DiscreteDenoiser):
         self.net = Backbone(bcfg, vocab_size=self.graph.n_states)
         self.head = nn.Linear(bcfg.d_model, vocab_size)
 
-    def log_score(self, x_t, sbar, mask=None):
+    def log_score(self, x_t, sbar, mask=None, cond=None):
+        "Log-scores at noise sbar [B]; the network reads `cond` (default: sbar) as its noise level."
         sbar = as_tensor(sbar).to(x_t.device)
-        raw = self.head(self.net(x_t, sbar.float(), mask)).float()
+        raw = self.head(self.net(x_t, (sbar if cond is None else as_tensor(cond).to(x_t.device)).float(), mask)).float()
         if isinstance(self.graph, Uniform): return raw
         if self.param == 'x0': return log_r(sbar.double()).float()[:, None, None] + raw.log_softmax(-1)
         return sedd_scaled(raw, sbar.double(), self.vocab_size).float()
 
-    def dse(self, x_t, target, mask, sbar, rate, weight=None):
+    def dse(self, x_t, target, mask, sbar, rate, weight=None, cond=None):
         "The same loss as `DiscreteDenoiser.dse`, with the fused head evaluated only at masked positions."
         if isinstance(self.graph, Uniform): return super().dse(x_t, target, mask, sbar, rate, weight)
         sbar, rate = as_tensor(sbar).double().to(x_t.device), as_tensor(rate).double().to(x_t.device)
         if weight is not None: rate = rate * as_tensor(weight).double().to(x_t.device)   # folded in: one upstream gradient per row
-        h = self.net(x_t, sbar.float(), mask)
+        h = self.net(x_t, (sbar if cond is None else as_tensor(cond).to(x_t.device)).float(), mask)
         pos = mask & (x_t == self.graph.mask_id)
         rows, tgt = pos.nonzero()[:, 0], target[pos]
         lr, rt = log_r(sbar)[rows], rate[rows]
@@ -334,6 +338,21 @@ class SegmentNoise(nn.Module):
     def n_freq(self): return self.inner.n_freq
     def forward(self, c): return self.inner(c) + self.segment
 
+# %% ../nbs/06_models.ipynb #61aacc95
+class ShiftedNoise(nn.Module):
+    "A SEDD network used on segment C: its conditioning is sbar_A(a) + sbar_C, the total masking noise of the chain."
+    def __init__(self, inner, offset:float):
+        super().__init__()
+        self.inner, self.offset = inner, offset
+    @property
+    def graph(self): return self.inner.graph
+    @property
+    def vocab_size(self): return self.inner.vocab_size
+    def log_score(self, x_t, sbar, mask=None):
+        return self.inner.log_score(x_t, sbar, mask, cond=as_tensor(sbar) + self.offset)
+    def dse(self, x_t, target, mask, sbar, rate, weight=None):
+        return self.inner.dse(x_t, target, mask, sbar, rate, weight, cond=as_tensor(sbar) + self.offset)
+
 # %% ../nbs/06_models.ipynb #a020f803
 class LearnedLifting(nn.Module):
     "mu(x_b) = E[x_b] + a correction from a small bidirectional network that sees the whole sequence E[x_b]."
@@ -355,6 +374,8 @@ class HybridModel(DiffusionModel):
         self.sedd1 = SEDD(self.bcfg, V, 'absorbing', cfg.param) if hs.a > 0 else None
         self.cont = ContinuousDenoiser(self.bcfg, V + 1, cfg.emb_dim, cfg.cont_param) if hs.a < hs.b else None
         self.sedd2 = SEDD(self.bcfg, V, 'absorbing', 'score') if hs.b < 1 else None
+        if cfg.tie_discrete and self.sedd1 is not None and self.sedd2 is not None:
+            self.sedd2 = ShiftedNoise(self.sedd1, float(hs.sbar_A(torch.tensor(hs.a, dtype=torch.float64))))
         learned = hs.cfg.lifting == 'learned' and self.cont is not None and self.sedd2 is not None
         self.lifting = LearnedLifting(self.bcfg, cfg.emb_dim) if learned else None
         if self.cont is not None: hs.check_recoverable(cfg.emb_dim, V + 1)
@@ -362,7 +383,7 @@ class HybridModel(DiffusionModel):
 
     def _share_trunk(self):
         "One trunk (blocks, noise embedding, final modulation) for all networks; each keeps its input layer and head."
-        nets = [m.net for m in (self.sedd1, self.cont, self.sedd2) if m is not None]
+        nets = [m.net for m in (self.sedd1, self.cont, self.sedd2) if m is not None and hasattr(m, 'net')]
         shared = nets[0]
         noise = shared.noise
         for net in nets:
