@@ -29,10 +29,14 @@ class HybridConfig:
     decoder: str = 'gaussian'       # p(x_a | z_a): gaussian (nearest embedding) or contextual (the denoiser's posterior)
 
 # %% ../nbs/04_hybrid.ipynb #507a3015
-def round_embeddings(z, E, alpha, sigma, rule:str='nearest', generator=None):
+def round_embeddings(z, E, alpha, sigma, rule:str='nearest', generator=None, rows:int=4096):
     "Tokens for vectors z [B, L, d] under the flat-prior Gaussian decoder over the rows of E: argmax (`nearest`) or a draw (`sample`)."
+    if rule == 'nearest':      # argmax_y z.E_y - alpha/2 |E_y|^2: one matmul per block of rows, no [B, L, V] temporaries
+        a = as_tensor(alpha).to(z).reshape(-1, *([1] * (z.dim() - 1))).expand(*z.shape[:-1], 1)
+        q = torch.cat([z, -0.5 * a], -1).reshape(-1, z.shape[-1] + 1)
+        keys = torch.cat([E, E.pow(2).sum(-1, keepdim=True)], -1).to(z)
+        return torch.cat([(q[i:i + rows] @ keys.T).argmax(-1) for i in range(0, len(q), rows)]).reshape(z.shape[:-1])
     logits = decoder_logits(z, E, alpha, sigma)
-    if rule == 'nearest': return logits.argmax(-1)
     probs = logits.double().softmax(-1)
     return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(z.shape[:-1])
 
