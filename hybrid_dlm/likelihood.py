@@ -125,7 +125,7 @@ def plot_breakdown(df:pd.DataFrame, ax=None, title='bound by term'):
     for k, c in enumerate(terms):
         v = df[c].fillna(0).to_numpy()
         base = np.where(v >= 0, pos, neg)
-        ax.bar(df.index, v, bottom=base, label=c, color=f'C{k % 10}')
+        ax.bar(df.index, v, bottom=base, label=c, color=plt.cm.tab20(k % 20))
         pos, neg = pos + np.clip(v, 0, None), neg + np.clip(v, None, 0)
     ax.scatter(df.index, df['total'], c='k', marker='_', s=400, zorder=3, label='total')
     ax.axhline(0, c='k', lw=0.6); ax.set(ylabel='nats per token', title=title)
