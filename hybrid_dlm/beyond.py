@@ -8,7 +8,6 @@ __all__ = ['ab_variants', 'lambda_b_variants', 'paired_difference', 'study_table
 # %% ../nbs/11_beyond.ipynb #f0f5046e
 import json, math
 from pathlib import Path
-import numpy as np
 import pandas as pd
 from .experiment import reproduce, HYBRID_VARIANTS
 from .likelihood import plot_breakdown

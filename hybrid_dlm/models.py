@@ -11,6 +11,7 @@ __all__ = ['MODEL_KINDS', 'MODELS', 'ModelConfig', 'DiscreteDenoiser', 'SEDD', '
 import math, os, json, warnings
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -106,10 +107,14 @@ class SEDD(DiscreteDenoiser):
         self.net = Backbone(bcfg, vocab_size=self.graph.n_states)
         self.head = nn.Linear(bcfg.d_model, vocab_size)
 
+    def hidden(self, x_t, sbar, mask=None, cond=None):
+        "The trunk's states; it reads `cond` (default: sbar) as its noise level."
+        return self.net(x_t, as_tensor(sbar if cond is None else cond).to(x_t.device).float(), mask)
+
     def log_score(self, x_t, sbar, mask=None, cond=None):
-        "Log-scores at noise sbar [B]; the network reads `cond` (default: sbar) as its noise level."
+        "Log-scores at noise sbar [B] (the trunk conditioned on `cond`, default sbar)."
         sbar = as_tensor(sbar).to(x_t.device)
-        raw = self.head(self.net(x_t, (sbar if cond is None else as_tensor(cond).to(x_t.device)).float(), mask)).float()
+        raw = self.head(self.hidden(x_t, sbar, mask, cond)).float()
         if isinstance(self.graph, Uniform): return raw
         if self.param == 'x0': return log_r(sbar.double()).float()[:, None, None] + raw.log_softmax(-1)
         return sedd_scaled(raw, sbar.double(), self.vocab_size).float()
@@ -119,7 +124,7 @@ class SEDD(DiscreteDenoiser):
         if isinstance(self.graph, Uniform): return super().dse(x_t, target, mask, sbar, rate, weight)
         sbar, rate = as_tensor(sbar).double().to(x_t.device), as_tensor(rate).double().to(x_t.device)
         if weight is not None: rate = rate * as_tensor(weight).double().to(x_t.device)   # folded in: one upstream gradient per row
-        h = self.net(x_t, (sbar if cond is None else as_tensor(cond).to(x_t.device)).float(), mask)
+        h = self.hidden(x_t, sbar, mask, cond)
         pos = mask & (x_t == self.graph.mask_id)
         rows, tgt = pos.nonzero()[:, 0], target[pos]
         lr, rt = log_r(sbar)[rows], rate[rows]
@@ -392,13 +397,18 @@ class HybridModel(DiffusionModel):
     @property
     def E(self): return None if self.cont is None else self.cont.embedding
 
+    @property
+    def decoder_lambda(self):
+        "The log-SNR the contextual decoder at a conditions its network on (None for the Gaussian decoder)."
+        return self.hs.cfg.lambda_max if self.hs.cfg.decoder == 'contextual' else None
+
     def _boundary(self, x_a, mask, generator, weight=1.):
         "decoder_a, lift_b (or prior_b) for sequences x_a."
         hs, n = self.hs, x_a.shape[0]
         full = lambda v: torch.full((n,), float(v), dtype=torch.float64, device=x_a.device)
         a_max, s_max = full(hs.alpha(hs.a)), full(hs.sigma(hs.a))
         a_b, s_b = full(hs.alpha(hs.b)), full(hs.sigma(hs.b))
-        lam = full(hs.cfg.lambda_max) if hs.cfg.decoder == 'contextual' else None
+        lam = None if self.decoder_lambda is None else full(self.decoder_lambda)
         out = {'decoder_a': weight * self.cont.decoder_nll(x_a, mask, a_max, s_max, generator, lam)}
         if hs.b == 1: out['prior_b'] = weight * self.cont.prior_kl(x_a, mask, a_b, s_b)
         return out
@@ -499,7 +509,7 @@ def train_briefly(model, chunks, steps:int=200, batch_size:int=32, lr:float=3e-3
     "A minimal training loop (AdamW, stratified times) for small models in checks and examples; `train` is the full trainer."
     torch.manual_seed(seed); gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    ids, mask = torch.as_tensor(chunks.ids).long(), torch.as_tensor(chunks.mask)
+    ids, mask = torch.as_tensor(np.array(chunks.ids)).long(), torch.as_tensor(chunks.mask)   # a copy: ids may be a read-only memmap
     for step in range(steps):
         idx = torch.randint(0, len(ids), (batch_size,), generator=gen)
         loss = model.loss(ids[idx], mask[idx], stratified_times(batch_size, gen, dtype=torch.float64), gen).mean()

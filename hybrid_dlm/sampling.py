@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from .forward import as_tensor, Absorbing, Uniform
-from .losses import decoder_logits
 from .models import DiscreteDenoiser, ContinuousDenoiser, build_model, ModelConfig, HybridConfig
 
 # %% ../nbs/07_sampling.ipynb #f0f8956f
@@ -93,10 +92,8 @@ def decode_tokens(denoiser:ContinuousDenoiser, z, alpha, sigma, greedy:bool=True
     "Tokens from vectors z with the decoder p(x | z) (argmax, or a float64 draw); `allow` restricts to the first n tokens."
     n = z.shape[0]
     al, sg = as_tensor(alpha).expand(n), as_tensor(sigma).expand(n)
-    if lam is None: logits = decoder_logits(z.double(), denoiser.embedding.double(), al, sg, denoiser.bias.double())
-    else:                                      # the contextual decoder: the x0 denoiser's posterior over the table
-        h = denoiser.correction(z, as_tensor(lam).expand(n), al, sg)
-        logits = denoiser.queries(z, al, sg, h).double() @ denoiser.keys().double().T
+    h = None if lam is None else denoiser.correction(z, as_tensor(lam).expand(n), al, sg)   # contextual: the x0 posterior
+    logits = denoiser.queries(z.double(), al, sg, h) @ denoiser.keys().double().T           # the logits of `decoder_nll`
     if allow is not None: logits[..., allow:] = -math.inf
     return logits.argmax(-1) if greedy else categorical(logits.softmax(-1), generator)
 
@@ -157,7 +154,7 @@ def _generate_hybrid(model, n, L, steps, sampler, clamp, greedy_decode, gen, pro
                               progress, 'continuous')
         states['z_a'] = z
         x = decode_tokens(d, z, sch.alpha(torch.tensor(0.)), sch.sigma(torch.tensor(0.)), greedy_decode,
-                          V + 1 if hs.a > 0 else V, gen, hs.cfg.lambda_max if hs.cfg.decoder == 'contextual' else None)
+                          V + 1 if hs.a > 0 else V, gen, model.decoder_lambda)
         states['x_a'] = x
     if model.sedd1 is not None:                                   # SEDD1: u from a to 0, unmasking everything
         times = torch.linspace(hs.a, 0, nA + 1, dtype=torch.float64)
