@@ -11,7 +11,7 @@ __all__ = ['GPT2_VOCAB', 'OPENWEBTEXT_ID', 'OPENWEBTEXT_REVISIONS', 'WIKITEXT_ID
            'wiki_vital_path', 'wiki_vital_split', 'resolve_corpus', 'iter_documents', 'load_documents',
            'wikitext_format', 'MarkovSource', 'markov_source', 'markov_sequences', 'chunk_documents', 'Chunks',
            'cache_dir', 'chunk_cache_path', 'tokenize_documents', 'load_chunks', 'ChunkLoader', 'make_loader',
-           'data_stats']
+           'data_stats', 'unigram_counts', 'unigram_logprobs', 'gpt2_token_bytes', 'chunk_bytes']
 
 # %% ../nbs/01_data.ipynb #23b77b60
 import hashlib
@@ -597,3 +597,34 @@ def data_stats(corpus:str, split:str="train", seq_len:int=64, max_docs:int|None=
         out['exact_nll_per_token'] = float(src.nll(c.ids, c.lengths).sum() / c.tokens)
         out['entropy_per_token'] = src.entropy_per_token(c.seq_len)
     return out
+
+# %% ../nbs/01_data.ipynb #unig0002
+def unigram_counts(chunks:Chunks) -> np.ndarray:
+    "Count of every token id among the real tokens of `chunks` (int64 [vocab_size])."
+    ids = np.asarray(chunks.ids)
+    return np.bincount(ids[chunks.mask], minlength=chunks.vocab_size).astype(np.int64)
+
+def unigram_logprobs(counts:np.ndarray, smoothing:float=0.5) -> np.ndarray:
+    "log p(y) of the add-`smoothing` unigram model of `counts` (float64 [V])."
+    counts = np.asarray(counts, dtype=np.float64)
+    return np.log(counts + smoothing) - np.log(counts.sum() + smoothing * len(counts))
+
+# %% ../nbs/01_data.ipynb #unig0003
+def _gpt2_byte_chars() -> dict:
+    "The character GPT-2's vocabulary uses for each byte: printable Latin-1 bytes stand for themselves, the rest for 256, 257, ..."
+    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + k): b for k, b in enumerate(others)}}
+
+@lru_cache(maxsize=1)
+def gpt2_token_bytes() -> np.ndarray:
+    "UTF-8 byte length of each GPT-2 token's text (int64 [50257])."
+    chars = _gpt2_byte_chars()
+    toks = gpt2_tokenizer().convert_ids_to_tokens(list(range(GPT2_VOCAB)))
+    return np.array([len(t) if t == '<|endoftext|>' else sum(1 for c in t if c in chars) for t in toks], dtype=np.int64)
+
+def chunk_bytes(chunks:Chunks) -> np.ndarray | None:
+    "UTF-8 bytes of the text of each chunk's real tokens (int64 [N]); None for a corpus not tokenised by GPT-2."
+    if chunks.vocab_size != GPT2_VOCAB: return None
+    nbytes = gpt2_token_bytes()[np.asarray(chunks.ids)]
+    return np.where(chunks.mask, nbytes, 0).sum(1)
