@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['BENCH_KEYS', 'SUBCOMMANDS', 'KNOWN_ERRORS', 'format_table', 'run_data_stats', 'add_data_parser', 'parse_sets',
            'run_train', 'add_train_parser', 'run_eval', 'add_eval_parser', 'run_sample', 'add_sample_parser',
-           'run_reproduce', 'add_reproduce_parser', 'run_bench', 'add_bench_parser', 'build_parser', 'main']
+           'run_convert', 'add_convert_parser', 'run_reproduce', 'add_reproduce_parser', 'run_bench',
+           'add_bench_parser', 'build_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #f7ede98f
 import argparse
@@ -15,7 +16,8 @@ import sys
 import os
 from dataclasses import fields
 from .data import DataError, data_stats, load_chunks, markov_source, gpt2_tokenizer, GPT2_VOCAB
-from .models import ModelConfig, HybridConfig, load_model
+from .models import ModelConfig, HybridConfig
+from .checkpoint import CHECKPOINT, load_checkpoint, convert_checkpoint
 from .train import TrainConfig, PRESETS, preset_configs, train, TrainingDiverged
 from .likelihood import evaluate, oracle_model
 from .sampling import generate
@@ -79,14 +81,14 @@ def run_train(args) -> int:
     mc, tc = preset_configs(args.preset, args.model, **_overrides(args))
     if args.compile: tc.compile = True
     train(mc, tc, args.out, resume=args.resume, device=args.device)
-    print(f"checkpoint: {os.path.join(args.out, 'ckpt.pt')}")
+    print(f"checkpoint: {os.path.join(args.out, CHECKPOINT)}")
     return 0
 
 def add_train_parser(subparsers):
     p = subparsers.add_parser('train', help='train one model from a preset', description='Train one model from a preset.')
     p.add_argument('--model', required=True, choices=MODEL_ORDER)
     p.add_argument('--preset', default='cpu', choices=list(PRESETS))
-    p.add_argument('--out', required=True, help='run directory (checkpoint ckpt.pt and metrics.jsonl)')
+    p.add_argument('--out', required=True, help='run directory (checkpoint/ and metrics.jsonl)')
     p.add_argument('--resume', action='store_true', help='continue from the checkpoint in --out')
     p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: cuda when available)')
     p.add_argument('--compile', action='store_true', help='torch.compile the backbones')
@@ -109,8 +111,8 @@ def run_eval(args) -> int:
         models = {'oracle-sedd': oracle_model(src, 'sedd', seq_len=args.seq_len),
                   'oracle-hybrid': oracle_model(src, 'hybrid', a=0.35, seq_len=args.seq_len)}
     else:
-        if not args.ckpt: raise ValueError("give --ckpt PATH (a checkpoint written by hdlm train) or --oracle")
-        model = load_model(args.ckpt, weights='ema')
+        if not args.ckpt: raise ValueError("give --ckpt PATH (a run directory of hdlm train) or --oracle")
+        model = load_checkpoint(args.ckpt, weights='ema')
         chunks = load_chunks(args.corpus, args.split, model.cfg.seq_len)
         if chunks.vocab_size != model.cfg.vocab_size:
             raise ValueError(f"{args.corpus} has a vocabulary of {chunks.vocab_size} tokens but the model was trained on {model.cfg.vocab_size}: evaluate it on a corpus with its tokenizer")
@@ -123,7 +125,7 @@ def run_eval(args) -> int:
 def add_eval_parser(subparsers):
     p = subparsers.add_parser('eval', help='likelihood bound (NLL, PPL) of a checkpoint on a corpus',
                               description='Likelihood bound (NLL per token, PPL, standard errors) of a checkpoint on a corpus split.')
-    p.add_argument('--ckpt', help='checkpoint written by hdlm train')
+    p.add_argument('--ckpt', help='run directory of hdlm train, its checkpoint/ or a file in it')
     p.add_argument('--oracle', action='store_true', help='evaluate the exact oracles (SEDD and the a=b=0.35 hybrid) on markov')
     p.add_argument('--corpus', required=True)
     p.add_argument('--split', default='test')
@@ -138,7 +140,7 @@ def add_eval_parser(subparsers):
 # %% ../nbs/13_cli.ipynb #00a1ad82
 def run_sample(args) -> int:
     "`hdlm sample`: generate and print texts (token ids for a non-GPT-2 vocabulary)."
-    model = load_model(args.ckpt, weights='ema')
+    model = load_checkpoint(args.ckpt, weights='ema')
     x = generate(model, args.n, steps=args.steps, sampler=args.sampler, seed=args.seed, progress=not args.json)
     texts = [gpt2_tokenizer().decode(s) for s in x.tolist()] if model.cfg.vocab_size == GPT2_VOCAB else [' '.join(map(str, s)) for s in x.tolist()]
     if args.json: print(json.dumps(texts))
@@ -148,13 +150,26 @@ def run_sample(args) -> int:
 
 def add_sample_parser(subparsers):
     p = subparsers.add_parser('sample', help='generate texts from a checkpoint', description='Generate texts from a checkpoint.')
-    p.add_argument('--ckpt', required=True)
+    p.add_argument('--ckpt', required=True, help='run directory of hdlm train, its checkpoint/ or a file in it')
     p.add_argument('-n', type=int, default=4, help='number of samples')
     p.add_argument('--steps', type=int, default=128, help='sampling steps (all segments together for the hybrid)')
     p.add_argument('--sampler', default=None, help='analytic or euler (discrete), ddpm or ddim (continuous)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--json', action='store_true', help='print a JSON list of texts')
     p.set_defaults(func=run_sample)
+
+# %% ../nbs/13_cli.ipynb #73de3f04
+def run_convert(args) -> int:
+    "`hdlm convert`: a checkpoint of an older hybrid_dlm as a checkpoint directory."
+    print(f"checkpoint: {convert_checkpoint(args.old, args.out)}")
+    return 0
+
+def add_convert_parser(subparsers):
+    p = subparsers.add_parser('convert', help='convert an older ckpt.pt to a checkpoint directory',
+                              description='Convert a ckpt.pt of an older hybrid_dlm, running nothing in it.')
+    p.add_argument('old', metavar='OLD', help='the ckpt.pt file')
+    p.add_argument('--out', default=None, help='the new checkpoint directory (default: checkpoint/ beside OLD)')
+    p.set_defaults(func=run_convert)
 
 # %% ../nbs/13_cli.ipynb #865733bd
 def run_reproduce(args) -> int:
@@ -209,7 +224,8 @@ def add_bench_parser(subparsers):
     p.set_defaults(func=run_bench)
 
 # %% ../nbs/13_cli.ipynb #90439e2d
-SUBCOMMANDS = [add_data_parser, add_train_parser, add_eval_parser, add_sample_parser, add_reproduce_parser, add_bench_parser]
+SUBCOMMANDS = [add_data_parser, add_train_parser, add_eval_parser, add_sample_parser, add_convert_parser,
+               add_reproduce_parser, add_bench_parser]
 KNOWN_ERRORS = (DataError, ValueError, FileNotFoundError, FileExistsError, TrainingDiverged)   # one line, status 2
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,9 +11,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
-import torch
 from .data import load_chunks, markov_source, DataError
-from .models import load_model
+from .checkpoint import checkpoint_info, find_checkpoint, load_checkpoint
 from .likelihood import evaluate, bound_breakdown, plot_breakdown, BoundResult
 from .train import PRESETS, preset_configs, train
 
@@ -37,25 +36,21 @@ def _eval_chunks(ev:dict, seq_len:int):
     "The evaluation chunks of a preset (all of them, `max_chunks` are taken by `evaluate`)."
     return load_chunks(ev['corpus'], ev['split'], seq_len)
 
-def _evaluate_once(d:Path, echunks, ev:dict, corpus:str, split:str, name:str, exact, device, progress) -> BoundResult:
-    "The bound of the checkpoint in `d`, computed once per checkpoint and evaluation setting (kept in `d/bound_*.json`)."
-    st = (d / 'ckpt.pt').stat()
-    key = dict(checkpoint=[st.st_size, st.st_mtime_ns], corpus=corpus, split=split, time_samples=ev['time_samples'],
-               max_chunks=ev['max_chunks'], seed=0)
+def _evaluate_once(d:Path, info:dict, echunks, ev:dict, corpus:str, split:str, name:str, exact, device,
+                   progress) -> BoundResult:
+    "The bound of the checkpoint in `d`, once per checkpoint and evaluation setting (kept in `d/bound_*.json`)."
+    key = dict(checkpoint=[info['step'], info['train_seconds']], corpus=corpus, split=split,    # identifies the weights
+               time_samples=ev['time_samples'], max_chunks=ev['max_chunks'], seed=0)
     f = d / f'bound_{corpus}_{split}.json'
     if f.exists() and (saved := json.loads(f.read_text()))['key'] == key:
         return BoundResult(**{**saved['result'], 'per_sequence': np.array(saved['result']['per_sequence'])})
-    model = load_model(d / 'ckpt.pt', weights='ema').to(device or 'cpu')
+    model = load_checkpoint(d, weights='ema', device=device or 'cpu')
     r = evaluate(model, echunks, ev['time_samples'], seed=0, max_chunks=ev['max_chunks'], progress=progress, name=name,
                  exact_source=exact)
     tmp = f.with_suffix('.tmp')
     tmp.write_text(json.dumps(dict(key=key, result={**asdict(r), 'per_sequence': r.per_sequence.tolist()})))
     os.replace(tmp, f)
     return r
-
-def _train_record(out:Path) -> dict:
-    ck = torch.load(out / 'ckpt.pt', map_location='cpu', weights_only=False)
-    return dict(train_tokens=ck['tokens_seen'], train_seconds=ck['train_seconds'], params=ck['params'], steps=ck['step'])
 
 # %% ../nbs/10_experiment.ipynb #6692e096
 def reproduce(preset:str='cpu', out='runs/cpu', models=MODEL_ORDER, device=None, progress:bool=True,
@@ -71,11 +66,15 @@ def reproduce(preset:str='cpu', out='runs/cpu', models=MODEL_ORDER, device=None,
     mc0, tc0 = next(iter(runs.values()))
     t_start = time.perf_counter()
     chunks = load_chunks(tc0.corpus, tc0.split, mc0.seq_len, max_docs=tc0.max_docs)
-    rows, results, curves = [], [], {}
+    infos, curves = {}, {}
     for name, (mc, tc) in runs.items():
         d = out / name
-        if not (d / 'ckpt.pt').exists() or torch.load(d / 'ckpt.pt', weights_only=False)['step'] < tc.steps:
-            train(mc, tc, d, resume=(d / 'ckpt.pt').exists(), device=device, progress=progress, chunks=chunks)
+        found = find_checkpoint(d, missing_ok=True)
+        info = checkpoint_info(found) if found else None            # config.json only: no weights loaded
+        if info is None or info['step'] < tc.steps:
+            train(mc, tc, d, resume=found is not None, device=device, progress=progress, chunks=chunks)
+            info = checkpoint_info(d)
+        infos[name] = info
         curves[name] = pd.read_json(d / 'metrics.jsonl', lines=True)
     eval_sets = [ev['corpus']]
     if preset == 'cpu':
@@ -88,10 +87,11 @@ def reproduce(preset:str='cpu', out='runs/cpu', models=MODEL_ORDER, device=None,
         exact = markov_source() if corpus == 'markov' else None
         rows, results = [], []
         for name in runs:
-            r = _evaluate_once(out / name, echunks, ev, corpus, split, name, exact, device, progress)
+            r = _evaluate_once(out / name, infos[name], echunks, ev, corpus, split, name, exact, device, progress)
             results.append(r)
             rows.append(dict(model=name, ppl=r.ppl, ppl_stderr=r.ppl_stderr, nll_per_token=r.nll_per_token, tokens=r.tokens,
-                             **{k: v for k, v in _train_record(out / name).items() if k != 'steps'},
+                             train_tokens=infos[name]['tokens_seen'], train_seconds=infos[name]['train_seconds'],
+                             params=infos[name]['params'],
                              nll_stderr=r.nll_stderr, mc_stderr=r.mc_stderr, time_samples=r.time_samples,
                              eval_corpus=r.corpus, eval_split=r.split,
                              **({'exact_nll_per_token': r.exact_nll_per_token} if exact else {})))

@@ -7,7 +7,7 @@ __all__ = ['PRESETS', 'TrainConfig', 'preset_configs', 'dist_setup', 'lr_at', 'E
            'check_compatible', 'shard_generator', 'shard_loss', 'train']
 
 # %% ../nbs/09_train.ipynb #4fe18c7b
-import json, math, os, random, time, warnings
+import json, math, os, time, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
@@ -17,8 +17,9 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 from .forward import stratified_times
 from .data import load_chunks, make_loader
-from .models import ModelConfig, HybridConfig, build_model, atomic_save
-from .backbone import count_params
+from .models import ModelConfig, HybridConfig, build_model
+from .checkpoint import (CHECKPOINT, find_checkpoint, checkpoint_info, save_checkpoint, load_train_state,
+    rng_state, set_rng_state)
 
 # %% ../nbs/09_train.ipynb #ea950783
 @dataclass
@@ -131,23 +132,15 @@ class TrainingDiverged(RuntimeError): "The loss became NaN or infinite."
 
 _RESUMABLE = {'steps', 'ckpt_every', 'log_every', 'compile'}     # may change on resume
 
-def check_compatible(ck:dict, model_cfg:ModelConfig, train_cfg:TrainConfig, path=''):
-    "Raise `ConfigMismatch` if checkpoint `ck` was written for other configs."
+def check_compatible(info:dict, model_cfg:ModelConfig, train_cfg:TrainConfig, path=''):
+    "Raise `ConfigMismatch` if the checkpoint with metadata `info` (`checkpoint_info`) was written for other configs."
     diffs = [f"model.{k}: {v!r} in the checkpoint, {model_cfg.to_dict()[k]!r} now"
-             for k, v in ck['config'].items() if model_cfg.to_dict().get(k) != v]
+             for k, v in info['config'].items() if model_cfg.to_dict().get(k) != v]
     diffs += [f"train.{k}: {v!r} in the checkpoint, {asdict(train_cfg)[k]!r} now"
-              for k, v in ck['train_config'].items() if k not in _RESUMABLE and asdict(train_cfg).get(k) != v]
+              for k, v in info['train_config'].items() if k not in _RESUMABLE and asdict(train_cfg).get(k) != v]
     if diffs:
         raise ConfigMismatch(f"The checkpoint {path} was written for another configuration ({'; '.join(diffs)}): "
                              "resume with the same options, or train into a new --out directory")
-
-def _rng_state():
-    return {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-def _set_rng_state(s):
-    torch.set_rng_state(s['torch']); np.random.set_state(s['numpy']); random.setstate(s['python'])
-    if s['cuda'] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
 
 # %% ../nbs/09_train.ipynb #1b129728
 def shard_generator(seed:int, step:int, shard:int) -> torch.Generator:
@@ -165,14 +158,15 @@ def shard_loss(model, batch, generator, device):
 # %% ../nbs/09_train.ipynb #bfe0bd8b
 def train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False, device=None, progress:bool=True,
           chunks=None):
-    "Train a model; checkpoints and metrics go to `out`. Returns the model (EMA weights in `model.ema`)."
-    out = Path(out); ckpt_path = out / 'ckpt.pt'
+    "Train a model into the run directory `out` (`checkpoint/`, `metrics.jsonl`); return it (EMA in `model.ema`)."
+    out = Path(out); ckpt_path = out / CHECKPOINT
     rank, world, device = dist_setup(device)
     master = rank == 0
-    if ckpt_path.exists() and not resume:
-        raise FileExistsError(f"{ckpt_path} already exists: pass --resume to continue that run, or choose another --out")
-    if resume and not ckpt_path.exists():
-        raise FileNotFoundError(f"Nothing to resume: no checkpoint at {ckpt_path}")
+    found = find_checkpoint(out, missing_ok=True)          # refuses a ckpt.pt of an older hybrid_dlm (`hdlm convert`)
+    if found and not resume:
+        raise FileExistsError(f"{found} already exists: pass --resume to continue that run, or choose another --out")
+    if resume and not found:
+        raise FileNotFoundError(f"Nothing to resume: no checkpoint in {out}")
 
     # data: rank 0 tokenises (and caches) first; the model's vocabulary is the data's
     if chunks is None:
@@ -194,11 +188,12 @@ def train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False, 
     ema = EMA(model, train_cfg.ema)
     start, tokens_seen, seconds = 0, 0, 0.0
     if resume:
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        check_compatible(ck, model_cfg, train_cfg, ckpt_path)
-        model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); ema.load_state_dict(ck['ema_state'])
-        start, tokens_seen, seconds = ck['step'], ck['tokens_seen'], ck['train_seconds']
-        _set_rng_state(ck['rng'])
+        info = checkpoint_info(found)
+        check_compatible(info, model_cfg, train_cfg, found)
+        st = load_train_state(found, model, device)
+        model.load_state_dict(st['model']); opt.load_state_dict(st['optimizer']); ema.load_state_dict(st['ema'])
+        start, tokens_seen, seconds = info['step'], info['tokens_seen'], info['train_seconds']
+        set_rng_state(st['rng'])
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=model.kind == 'hybrid')
@@ -209,10 +204,9 @@ def train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False, 
 
     def save(step):
         if master:
-            atomic_save({'config': model_cfg.to_dict(), 'train_config': asdict(train_cfg), 'model': model.state_dict(),
-                         'ema': ema.shadow, 'ema_state': ema.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
-                         'tokens_seen': tokens_seen, 'train_seconds': seconds, 'rng': _rng_state(),
-                         'params': count_params(model)}, ckpt_path)
+            state = dict(optimizer=opt.state_dict(), ema=dict(decay=ema.decay, n=ema.n), rng=rng_state())
+            save_checkpoint(ckpt_path, model, ema.shadow, state, train_config=asdict(train_cfg), step=step,
+                            tokens_seen=tokens_seen, train_seconds=seconds)
         if dist.is_initialized(): dist.barrier()
 
     metrics = out / 'metrics.jsonl'

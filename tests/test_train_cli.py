@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from hybrid_dlm.checkpoint import CheckpointError, checkpoint_info, load_checkpoint
 from hybrid_dlm.experiment import BEST_VARIANT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,8 +24,14 @@ def hdlm(tmp_path, *args, check=True, launcher=(sys.executable, '-m', 'hybrid_dl
     return r
 
 
-def weights(path):
-    return torch.load(path, map_location='cpu', weights_only=False)['model']
+def weights(run):
+    return load_checkpoint(run).state_dict()
+
+
+def saved_step(run) -> int:
+    "The step of the checkpoint in `run` (-1 while there is none, or while a save renames it under our feet)."
+    try: return checkpoint_info(run)['step']
+    except (CheckpointError, OSError): return -1
 
 
 TRAIN = ['train', '--preset', 'smoke', '--corpus', 'markov', '--set', 'emb_dim=8', '--lambda-b', '4']
@@ -37,7 +44,7 @@ def test_torchrun_two_processes_match_one(tmp_path, model):
     hdlm(tmp_path, *TRAIN, '--model', model, '--out', tmp_path / 'two', '--steps', 4,
          launcher=(str(torchrun), '--standalone', '--nproc_per_node', '2', '-m', 'hybrid_dlm.cli'))
     hdlm(tmp_path, *TRAIN, '--model', model, '--out', tmp_path / 'one', '--steps', 4, '--set', 'micro_batches=2')
-    a, b = weights(tmp_path / 'two' / 'ckpt.pt'), weights(tmp_path / 'one' / 'ckpt.pt')
+    a, b = weights(tmp_path / 'two'), weights(tmp_path / 'one')
     assert a.keys() == b.keys()
     for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
 
@@ -48,15 +55,15 @@ def test_resume_after_kill_is_exact(tmp_path):
     hdlm(tmp_path, *args, '--out', tmp_path / 'full')
     proc = subprocess.Popen([sys.executable, '-m', 'hybrid_dlm.cli', *map(str, args), '--out', str(tmp_path / 'killed')],
                             env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt, deadline = tmp_path / 'killed' / 'ckpt.pt', time.time() + 600
+    killed, deadline = tmp_path / 'killed', time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and torch.load(ckpt, weights_only=False)['step'] >= 6: break
+        if saved_step(killed) >= 6: break
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL); proc.wait()
-    step = torch.load(ckpt, weights_only=False)['step']
+    step = checkpoint_info(killed)['step']
     assert 6 <= step < 30, f"the run was not interrupted mid-way (checkpoint at step {step})"
-    hdlm(tmp_path, *args, '--out', tmp_path / 'killed', '--resume')
-    a, b = weights(tmp_path / 'full' / 'ckpt.pt'), weights(ckpt)
+    hdlm(tmp_path, *args, '--out', killed, '--resume')
+    a, b = weights(tmp_path / 'full'), weights(killed)
     for k in a: assert torch.equal(a[k], b[k]), k
     steps = [json.loads(l)['step'] for l in (tmp_path / 'killed' / 'metrics.jsonl').read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 30
@@ -71,7 +78,7 @@ def test_reproduce_smoke_writes_results(tmp_path):
     assert list(df.model) == ['ar', 'sedd', 'continuous', 'hybrid', BEST_VARIANT]     # the paper's four and the best variant
     assert (df.ppl > 1).all() and (df.ppl_stderr >= 0).all() and (df.tokens == df.tokens[0]).all() and (df.params > 0).all()
     assert (df.nll_per_token >= df.exact_nll_per_token - 3 * df.nll_stderr).all()      # bounds, on the Markov source
-    for f in ['training_curves.png', 'ppl.png', 'bound_breakdown.png'] + [f'{m}/ckpt.pt' for m in df.model]:
+    for f in ['training_curves.png', 'ppl.png', 'bound_breakdown.png'] + [f'{m}/checkpoint/config.json' for m in df.model]:
         assert (tmp_path / 'run' / f).exists(), f
     assert 'paper PPL' in r.stdout
 
