@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from .forward import seeded_generator, draw_normal
 
 # %% ../nbs/05_backbone.ipynb #65029002
 @dataclass
@@ -215,10 +216,10 @@ class Backbone(nn.Module):
 @torch.no_grad()
 def perturb_zero_init(model:nn.Module, std:float=0.1, seed:int=0) -> nn.Module:
     "Give every zero-initialised (adaLN) layer random weights, in place, so that blocks are no longer the identity."
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     for m in model.modules():
         if getattr(m, 'zero_init', False):
-            for p in (m.weight, m.bias): p.copy_(torch.randn(p.shape, generator=gen) * std)
+            for p in (m.weight, m.bias): p.copy_(draw_normal(p.shape, gen, p.device) * std)
     return model
 
 # %% ../nbs/05_backbone.ipynb #6f3ec0ac
@@ -384,7 +385,7 @@ def param_table(models:dict) -> pd.DataFrame:
 # %% ../nbs/05_backbone.ipynb #78dfe44b
 def peak_matmul_flops(n:int=2048, rounds:int=5, device='cpu', dtype=torch.float32) -> float:
     "Peak matmul rate of a device in FLOP/s: the median over rounds of an n x n by n x n product."
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a, b = (draw_normal((n, n), seeded_generator(k), device, dtype) for k in (0, 1))
     sync = torch.cuda.synchronize if torch.device(device).type == 'cuda' else (lambda: None)
     def step(): a @ b; sync()
     return 2 * n ** 3 / time_calls({'mm': step}, rounds)['mm']

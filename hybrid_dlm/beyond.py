@@ -9,27 +9,31 @@ __all__ = ['ab_variants', 'lambda_b_variants', 'paired_difference', 'study_table
 import json, math
 from pathlib import Path
 import pandas as pd
+from .chain import parse_chain
+from .models import ModelConfig
+from .checkpoint import checkpoint_info
 from .experiment import reproduce, HYBRID_VARIANTS
 from .likelihood import plot_breakdown
-from .train import preset_configs
 
 # %% ../nbs/11_beyond.ipynb #43568ba6
 def ab_variants(points) -> dict:
-    "Hybrid variants at the boundaries (a, b) of `points`, named hybrid+ab<a>-<b>."
-    return {f'hybrid+ab{a:g}-{b:g}': dict(a=a, b=b) for a, b in points}
+    "Hybrid variants at the boundaries (a, b) of `points` (a = b: the discrete-only chain), named hybrid+ab<a>-<b>."
+    return {f'hybrid+ab{a:g}-{b:g}': dict(chain=f'mask {a:g} gauss {b:g} mask' if a < b else f'mask {a:g} mask') for a, b in points}
 
 def lambda_b_variants(values) -> dict:
     "Hybrid variants at the log-SNRs lambda_b of `values`, named hybrid+lb<value>."
     return {f'hybrid+lb{v:g}': dict(lambda_b=v) for v in values}
 
 # %% ../nbs/11_beyond.ipynb #f2ee82a1
-def _config_of(preset:str, name:str, overrides:dict) -> dict:
-    "The hybrid fields of a model of the study (nothing for the baselines that are not hybrids)."
-    if not name.startswith('hybrid'): return {}
-    mc, _ = preset_configs(preset, 'hybrid', **overrides)
-    h = mc.hybrid
-    return dict(a=h.a, b=h.b, lambda_b=h.lambda_b, rounding=h.rounding, lifting=h.lifting, decoder=h.decoder,
-                shared_trunk=mc.shared_trunk, tie_discrete=mc.tie_discrete)
+def _config_of(run) -> dict:
+    "The hybrid fields of a trained model of the study, read from its checkpoint (nothing for models that are not hybrids)."
+    cfg = ModelConfig.from_dict(checkpoint_info(run)['config'])
+    if cfg.kind != 'hybrid': return {}
+    p, n, segs = cfg.process, cfg.network, parse_chain(cfg.process.chain)
+    kinds, cuts = [k for k, *_ in segs], [end for *_, end in segs[:-1]]
+    a, b = {('mask', 'gauss', 'mask'): cuts, ('mask', 'mask'): cuts * 2}.get(tuple(kinds), [math.nan] * 2)
+    return dict(chain=p.chain, a=a, b=b, lambda_b=p.lambda_b, rounding=p.rounding, lifting=p.lifting, decoder=p.decoder,
+                shared_trunk=n.shared_trunk, tie_discrete=n.tie_discrete)
 
 def paired_difference(per_sequence:pd.DataFrame, reference:str, tokens:int) -> pd.DataFrame:
     "Each model's bound minus the reference's, in nats per token, with the standard error of the per-chunk differences."
@@ -40,7 +44,6 @@ def paired_difference(per_sequence:pd.DataFrame, reference:str, tokens:int) -> p
 def study_table(out, variants:dict) -> pd.DataFrame:
     "Results of a `study` in `out`: PPL bound, standard error, configuration and the bound's terms, one row per model."
     out = Path(out)
-    preset = json.loads((out / 'run.json').read_text())['preset']
     res = pd.read_csv(out / 'results.csv').set_index('model')
     terms = pd.read_csv(out / 'breakdown.csv', index_col=0)
     rows = []
@@ -48,7 +51,7 @@ def study_table(out, variants:dict) -> pd.DataFrame:
         r = res.loc[name]
         rows.append(dict(model=name, ppl=r['ppl'], ppl_stderr=r['ppl_stderr'], nll_per_token=r['nll_per_token'],
                          nll_stderr=r['nll_stderr'],
-                         **_config_of(preset, name, variants.get(name, {})), train_seconds=r['train_seconds'], params=r['params']))
+                         **_config_of(out / name), train_seconds=r['train_seconds'], params=r['params']))
     table = pd.DataFrame(rows).set_index('model')
     if 'hybrid' in table.index:
         table = table.join(paired_difference(pd.read_csv(out / 'per_sequence.csv'), 'hybrid', res['tokens'].iloc[0]))

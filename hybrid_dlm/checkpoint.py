@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['FORMAT', 'VERSION', 'CHECKPOINT', 'CheckpointError', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'find_checkpoint', 'checkpoint_info', 'load_checkpoint', 'load_train_state', 'upgrade_state_dict',
-           'convert_checkpoint']
+           'find_checkpoint', 'checkpoint_info', 'load_checkpoint', 'load_train_state', 'upgrade_config',
+           'upgrade_state_dict', 'convert_checkpoint']
 
 # %% ../nbs/06a_checkpoint.ipynb #390f3c58
 import json, os, random, re, shutil, tempfile, warnings, zipfile
@@ -163,9 +163,42 @@ _reconstruct = (getattr(np, '_core', None) or np.core).multiarray._reconstruct
 _NUMPY_GLOBALS = [_reconstruct, (_reconstruct, 'numpy.core.multiarray._reconstruct'),   # numpy 2 and numpy 1 pickles
                   np.ndarray, np.dtype, np.dtypes.UInt32DType]
 
+def _old_hybrid_chain(h:dict) -> str:
+    "The chain of an old hybrid config's boundaries a, b."
+    a, b = h['a'], h['b']
+    if a == b: return 'mask' if a in (0, 1) else f'mask {a:g} mask'           # the discrete-only hybrid
+    return ' '.join((['mask', f'{a:g}'] if a > 0 else []) + ['gauss'] + ([f'{b:g}', 'mask'] if b < 1 else []))
+
+def upgrade_config(config:dict) -> dict:
+    "A model config of an older hybrid_dlm (flat, with a `hybrid` section) in today's form; today's form passes unchanged."
+    c = config
+    if 'process' in c or 'network' in c: return c
+    kind, h = c['kind'], c.get('hybrid') or {}
+    network = {k: c[k] for k in ('size', 'emb_dim', 'param', 'cont_param', 'shared_trunk', 'tie_discrete') if k in c}
+    if kind == 'ar': process = None
+    elif kind == 'sedd':
+        process = dict(chain='mask', graph=c['graph'], mask_schedule='geometric' if c['graph'] == 'uniform' else 'loglinear')
+    elif kind == 'continuous':
+        process = dict(chain='gauss', gauss_schedule=c['cont_schedule'], lambda_max=c['lambda_max'], lambda_min=c['lambda_min'])
+    else:
+        process = dict(chain=_old_hybrid_chain(h), gauss_schedule=h['cont_schedule'], lambda_max=h['lambda_max'],
+                       lambda_b=h['lambda_b'], rounding=h['rounding'], lifting=h['lifting'], decoder=h['decoder'])
+        if h['b'] == 1: process['lambda_min'] = h['lambda_b']                  # the old chain ended at lambda_b
+    return dict(kind=kind, vocab_size=c['vocab_size'], seq_len=c['seq_len'], process=process, network=network,
+                gauss_loss=c.get('cont_loss', 'elbo'))
+
 def upgrade_state_dict(config:dict, sd:dict) -> dict:
     "The weights `sd` of an older checkpoint of a model with `config`, under today's parameter names."
-    return sd
+    if 'process' in config or 'network' in config: return sd
+    if config['kind'] == 'hybrid':
+        h = config['hybrid']
+        old = [n for n, present in [('sedd1', h['a'] > 0), ('cont', h['a'] < h['b']), ('sedd2', h['b'] < 1)] if present]
+    else: old = ['denoiser']
+    names = {o: f'nets.{chr(ord("A") + k)}' for k, o in enumerate(old)}
+    def new(k):
+        head, _, rest = k.partition('.')
+        return f'{names[head]}.{rest}' if head in names else k
+    return {new(k): v for k, v in sd.items()}
 
 def _refusal(old, e) -> str:
     "One line for a file that `torch.load(..., weights_only=True)` refused."
@@ -187,7 +220,7 @@ def convert_checkpoint(old, out=None) -> Path:
     except Exception as e: raise CheckpointError(_refusal(old, e)) from None
     if not isinstance(ck, dict) or not isinstance(ck.get('config'), dict) or not isinstance(ck.get('model'), dict):
         raise CheckpointError(f"{old} is not a checkpoint of hybrid_dlm: it has no config and weights")
-    model = build_model(ModelConfig.from_dict(ck['config']))
+    model = build_model(ModelConfig.from_dict(upgrade_config(ck['config'])))
     _load_weights(model, upgrade_state_dict(ck['config'], ck['model']), old)
     ema = upgrade_state_dict(ck['config'], ck['ema']) if 'ema' in ck else None
     state = None

@@ -16,12 +16,13 @@ import sys
 import os
 from dataclasses import fields
 from .data import DataError, data_stats, load_chunks, markov_source, gpt2_tokenizer, GPT2_VOCAB
-from .models import ModelConfig, HybridConfig
+from .models import MODEL_KINDS
 from .checkpoint import CHECKPOINT, load_checkpoint, convert_checkpoint
 from .train import TrainConfig, PRESETS, preset_configs, train, TrainingDiverged
 from .likelihood import evaluate, oracle_model
-from .sampling import generate
-from .experiment import reproduce, summary_table, MODEL_ORDER, HYBRID_VARIANTS, BEST_VARIANT
+from .forward import seeded_generator
+from .sampling import decode_texts
+from .experiment import reproduce, summary_table, HYBRID_VARIANTS, BEST_VARIANT
 from .bench import bench, speed_vs_ar
 
 # %% ../nbs/13_cli.ipynb #8c7a0eb2
@@ -66,7 +67,7 @@ def parse_sets(items) -> dict:
     return out
 
 _COMMON = [('steps', int), ('batch_size', int), ('lr', float), ('seed', int), ('corpus', str), ('size', str),
-           ('a', float), ('b', float), ('lambda_b', float)]
+           ('chain', str), ('lambda_b', float)]
 
 def _add_overrides(p):
     for name, typ in _COMMON: p.add_argument('--' + name.replace('_', '-'), type=typ, default=None, help=f"override {name}")
@@ -86,7 +87,7 @@ def run_train(args) -> int:
 
 def add_train_parser(subparsers):
     p = subparsers.add_parser('train', help='train one model from a preset', description='Train one model from a preset.')
-    p.add_argument('--model', required=True, choices=MODEL_ORDER)
+    p.add_argument('--model', required=True, choices=list(MODEL_KINDS))
     p.add_argument('--preset', default='cpu', choices=list(PRESETS))
     p.add_argument('--out', required=True, help='run directory (checkpoint/ and metrics.jsonl)')
     p.add_argument('--resume', action='store_true', help='continue from the checkpoint in --out')
@@ -141,8 +142,9 @@ def add_eval_parser(subparsers):
 def run_sample(args) -> int:
     "`hdlm sample`: generate and print texts (token ids for a non-GPT-2 vocabulary)."
     model = load_checkpoint(args.ckpt, weights='ema')
-    x = generate(model, args.n, steps=args.steps, sampler=args.sampler, seed=args.seed, progress=not args.json)
-    texts = [gpt2_tokenizer().decode(s) for s in x.tolist()] if model.cfg.vocab_size == GPT2_VOCAB else [' '.join(map(str, s)) for s in x.tolist()]
+    kw = {} if args.sampler is None else {('continuous' if args.sampler in ('ddpm', 'ddim') else 'discrete'): args.sampler}
+    x = model.sample(args.n, steps=args.steps, generator=seeded_generator(args.seed, model.device), progress=not args.json, **kw)
+    texts = decode_texts(x, model.cfg.vocab_size)
     if args.json: print(json.dumps(texts))
     else:
         for k, t in enumerate(texts): print(f"--- sample {k}\n{t}")
@@ -185,7 +187,7 @@ def add_reproduce_parser(subparsers):
                               description="Train and evaluate ar, sedd, continuous and hybrid on identical data and budget.")
     p.add_argument('--preset', default='cpu', choices=list(PRESETS))
     p.add_argument('--out', required=True)
-    p.add_argument('--models', nargs='+', default=list(MODEL_ORDER), choices=MODEL_ORDER)
+    p.add_argument('--models', nargs='+', default=list(MODEL_KINDS), choices=list(MODEL_KINDS))
     p.add_argument('--variants', nargs='*', default=None, choices=list(HYBRID_VARIANTS), metavar='NAME',
                    help=f"hybrid variants trained beside the models (default: {BEST_VARIANT} when hybrid is trained; none: --variants); "
                         f"choose from {', '.join(HYBRID_VARIANTS)}")

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MODEL_KINDS', 'NetworkConfig', 'ModelConfig', 'rows_sum', 'DiscreteDenoiser', 'SEDD', 'table_softmax_mean',
            'ContinuousDenoiser', 'SegmentNoise', 'ShiftedNoise', 'LearnedLifting', 'LanguageModel', 'DiffusionLM', 'AR',
-           'build_model', 'train_briefly']
+           'build_model']
 
 # %% ../nbs/06_models.ipynb #3380ddc2
 import math, warnings
@@ -20,7 +20,7 @@ from .losses import log_r, sedd_scaled, dse_absorbing, dse_uniform, eps_from_x0,
 from .backbone import Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params
 from .chain import ProcessConfig, Chain, GaussianToTokens, round_embeddings, rounding_error_bound
 
-# %% ../nbs/06_models.ipynb #e0b7d2ef
+# %% ../nbs/06_models.ipynb #0bfa6d4f
 MODEL_KINDS = {'ar': None, 'sedd': 'mask', 'continuous': 'gauss', 'hybrid': 'mask 0.35 gauss 0.75 mask'}   # kind: its chain
 
 @dataclass
@@ -76,12 +76,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d:dict): return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
-# %% ../nbs/06_models.ipynb #d17e6f5c
+# %% ../nbs/06_models.ipynb #732523b9
 def rows_sum(values, rows, n:int):
     "Sum per-row values into per-sequence totals [n] (float64)."
     return torch.zeros(n, dtype=torch.float64, device=values.device).index_add_(0, rows, values.double())
 
-# %% ../nbs/06_models.ipynb #1c2483d2
+# %% ../nbs/06_models.ipynb #f82bd0d0
 class DiscreteDenoiser(nn.Module):
     "Gives log concrete scores log s(x_t)_y over the tokens y for a token graph (absorbing or uniform)."
     def __init__(self, graph):
@@ -149,7 +149,7 @@ class SEDD(DiscreteDenoiser):
             per = per.double() + wr * (logV - 1) * is_tok
         return rows_sum(per, rows, x_t.shape[0])
 
-# %% ../nbs/06_models.ipynb #75492fa9
+# %% ../nbs/06_models.ipynb #b365a953
 def table_softmax_mean(q, keys, values):
     "sum_y softmax(q . keys_y) values_y for queries q [N, k]: one attention call over the table (no [N, V] matrix)."
     k, dv = keys.shape[-1], values.shape[-1]
@@ -224,7 +224,7 @@ class ContinuousDenoiser(nn.Module):
         "Tokens for vectors z (see `round_embeddings`)."
         return round_embeddings(z, self.embedding.detach(), alpha, sigma, rule, generator)
 
-# %% ../nbs/06_models.ipynb #00492ed5
+# %% ../nbs/06_models.ipynb #edb36f1b
 class SegmentNoise(nn.Module):
     "A shared noise embedding plus a learned vector that tells the shared trunk which segment it is working on."
     def __init__(self, inner, d_cond:int):
@@ -257,7 +257,7 @@ class LearnedLifting(nn.Module):
         nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)     # starts as the Gaussian lifting
     def forward(self, e, mask=None): return e + self.out(self.net(e, None, mask)).float()
 
-# %% ../nbs/06_models.ipynb #224435bd
+# %% ../nbs/06_models.ipynb #0d8d6713
 class LanguageModel(nn.Module):
     "What every model offers: `terms` (per-sequence terms of its NLL bound, nats), `loss`, `sample`, input checks."
     exact = False                    # True when `terms` is the exact NLL (one evaluation is enough)
@@ -316,7 +316,7 @@ class DiffusionLM(LanguageModel):
         for net in nets:
             net.blocks, net.final_ada, net.noise = shared.blocks, shared.final_ada, SegmentNoise(noise, self.bcfg.d_cond)
 
-# %% ../nbs/06_models.ipynb #df619c49
+# %% ../nbs/06_models.ipynb #606a42d5
 @patch
 def walk(self:DiffusionLM, x0, mask, upto:int, generator=None):
     "The chain's states at the cuts before segment `upto`: each segment's target ('targets') and the Gaussian states ('noisy')."
@@ -358,7 +358,7 @@ def loss(self:DiffusionLM, x0, mask, u, generator=None):
     "Per-sequence training loss: the sum of the terms (Gaussian segments unweighted with gauss_loss='eps')."
     return sum(self.terms(x0, mask, u, generator, 'sample', unweighted=self.cfg.gauss_loss == 'eps').values())
 
-# %% ../nbs/06_models.ipynb #f611f3a3
+# %% ../nbs/06_models.ipynb #b66c2d52
 @patch
 @torch.no_grad()
 def sample(self:DiffusionLM, n:int, steps:int=128, seq_len:int=None, generator=None, progress:bool=False, return_states:bool=False,
@@ -381,7 +381,7 @@ def sample(self:DiffusionLM, n:int, steps:int=128, seq_len:int=None, generator=N
     self.train(was_training)
     return (state, states) if return_states else state
 
-# %% ../nbs/06_models.ipynb #10d11e58
+# %% ../nbs/06_models.ipynb #9b689d03
 class AR(LanguageModel):
     "Autoregressive transformer on the shared backbone: exact NLL, no time."
     exact = True
@@ -425,16 +425,3 @@ def build_model(cfg:ModelConfig=None, **kwargs) -> LanguageModel:
     "A model from a config (or from config fields given as keyword arguments)."
     cfg = cfg or ModelConfig(**kwargs)
     return AR(cfg) if cfg.kind == 'ar' else DiffusionLM(cfg)
-
-# %% ../nbs/06_models.ipynb #867349ea
-def train_briefly(model, chunks, steps:int=200, batch_size:int=32, lr:float=3e-3, seed:int=0):
-    "A minimal training loop (AdamW, stratified times) for small models in checks and examples; `train` is the full trainer."
-    from hybrid_dlm.forward import stratified_times, draw_integers
-    torch.manual_seed(seed); gen = seeded_generator(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    ids, mask = torch.as_tensor(np.array(chunks.ids)).long(), torch.as_tensor(chunks.mask)   # a copy: ids may be a read-only memmap
-    for step in range(steps):
-        idx = draw_integers(0, len(ids), (batch_size,), gen)
-        loss = model.loss(ids[idx], mask[idx], stratified_times(batch_size, gen, dtype=torch.float64), gen).mean()
-        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
-    return model

@@ -9,7 +9,7 @@ __all__ = ['decode_texts']
 import torch
 from .data import GPT2_VOCAB, gpt2_tokenizer
 
-# %% ../nbs/07_sampling.ipynb #f727be26
+# %% ../nbs/07_sampling.ipynb #4cb978c0
 def decode_texts(ids, vocab_size:int=GPT2_VOCAB) -> list:
     "Token ids [n, L] as texts: GPT-2's decoding for its vocabulary, the ids themselves (space-separated) for any other."
     rows = torch.as_tensor(ids).tolist()

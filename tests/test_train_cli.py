@@ -85,7 +85,7 @@ def test_reproduce_smoke_writes_results(tmp_path):
 
 @pytest.mark.parametrize('args,message', [
     (['train', '--model', 'gpt', '--out', 'x'], "invalid choice: 'gpt'"),
-    (['train', '--model', 'hybrid', '--preset', 'smoke', '--out', 'x', '--a', '0.8', '--b', '0.3'], '0 <= a <= b <= 1'),
+    (['train', '--model', 'hybrid', '--preset', 'smoke', '--out', 'x', '--chain', 'mask 0.8 gauss 0.3 mask'], 'increase strictly'),
     (['train', '--model', 'sedd', '--preset', 'smoke', '--out', 'x', '--steps', '0'], 'steps must be positive'),
     (['train', '--model', 'sedd', '--preset', 'smoke', '--out', 'x', '--set', 'depth=3'], 'Unknown options'),
     (['eval', '--ckpt', 'missing.pt', '--corpus', 'markov'], 'No checkpoint'),
