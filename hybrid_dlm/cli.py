@@ -22,7 +22,7 @@ from .train import TrainConfig, PRESETS, preset_configs, train, TrainingDiverged
 from .likelihood import evaluate, oracle_model
 from .forward import seeded_generator
 from .sampling import decode_texts
-from .experiment import reproduce, summary_table, HYBRID_VARIANTS, BEST_VARIANT
+from .experiment import reproduce, seed_spread, summary_table, HYBRID_VARIANTS, BEST_VARIANT
 from .bench import bench, speed_vs_ar
 
 # %% ../nbs/13_cli.ipynb #8c7a0eb2
@@ -109,8 +109,8 @@ def run_eval(args) -> int:
     if args.oracle:
         if args.corpus != 'markov': raise ValueError("--oracle needs --corpus markov: only the Markov source has exact scores")
         chunks, src = load_chunks('markov', args.split, args.seq_len), markov_source()
-        models = {'oracle-sedd': oracle_model(src, 'sedd', seq_len=args.seq_len),
-                  'oracle-hybrid': oracle_model(src, 'hybrid', a=0.35, seq_len=args.seq_len)}
+        models = {'oracle-sedd': oracle_model(src, 'mask', seq_len=args.seq_len),
+                  'oracle-hybrid': oracle_model(src, 'mask 0.35 mask', seq_len=args.seq_len)}
     else:
         if not args.ckpt: raise ValueError("give --ckpt PATH (a run directory of hdlm train) or --oracle")
         model = load_checkpoint(args.ckpt, weights='ema')
@@ -177,8 +177,13 @@ def add_convert_parser(subparsers):
 def run_reproduce(args) -> int:
     "`hdlm reproduce`: the experiment of a preset; prints the table beside the paper's."
     variants = None if args.variants is None else {name: HYBRID_VARIANTS[name] for name in args.variants}
-    df = reproduce(args.preset, args.out, models=args.models, device=args.device, progress=True, variants=variants,
-                   **_overrides(args))
+    if args.seeds:
+        table = seed_spread(args.preset, args.out, args.seeds, models=args.models, device=args.device, variants=variants,
+                            **_overrides(args))
+        table.to_csv(os.path.join(args.out, 'seed_spread.csv'))
+        print(table.to_string()); print(f"seed spread: {os.path.join(args.out, 'seed_spread.csv')}")
+        return 0
+    reproduce(args.preset, args.out, models=args.models, device=args.device, progress=True, variants=variants, **_overrides(args))
     print(f"results: {os.path.join(args.out, 'results.csv')}")
     return 0
 
@@ -191,6 +196,8 @@ def add_reproduce_parser(subparsers):
     p.add_argument('--variants', nargs='*', default=None, choices=list(HYBRID_VARIANTS), metavar='NAME',
                    help=f"hybrid variants trained beside the models (default: {BEST_VARIANT} when hybrid is trained; none: --variants); "
                         f"choose from {', '.join(HYBRID_VARIANTS)}")
+    p.add_argument('--seeds', type=int, nargs='+', default=None,
+                   help='train with each of these seeds (in OUT/seed<k>) and print the spread of the bounds over them')
     p.add_argument('--device', default=None)
     _add_overrides(p)
     p.set_defaults(func=run_reproduce)

@@ -6,7 +6,7 @@
 __all__ = ['RANDOM_CALLS', 'DISCRETE_SCHEDULES', 'VP_SCHEDULES', 'seeded_generator', 'draw_uniform', 'draw_normal',
            'draw_integers', 'draw_permutation', 'draw_categorical', 'stray_draws', 'as_tensor', 'per_row',
            'DiscreteSchedule', 'LogLinear', 'Geometric', 'discrete_schedule', 'Graph', 'Absorbing', 'Uniform',
-           'mask_weighted', 'VPSchedule', 'LinearLogSNR', 'Cosine', 'Sqrt', 'vp_schedule', 'diffuse',
+           'mask_weighted', 'mask_by_count', 'VPSchedule', 'LinearLogSNR', 'Cosine', 'Sqrt', 'vp_schedule', 'diffuse',
            'stratified_times']
 
 # %% ../nbs/02_forward.ipynb #61471a50
@@ -202,6 +202,50 @@ def mask_weighted(x, sbar, mask_id:int, mask=None, generator=None):
     later = draw_uniform(x.shape, generator, x.device, torch.float64) < m[:, None]
     hit = cand & ((rank == J[:, None]) | ((rank > J[:, None]) & later)) & ~keep[:, None]
     return torch.where(hit, torch.full_like(x, mask_id), x), weight
+
+# %% ../nbs/02_forward.ipynb #kfirst02
+def _binom_tail(N, x:float, Kmax:int):
+    "P(Binomial(N, x) >= j) for j = 0..Kmax (float64 [B, Kmax + 1]), N [B]."
+    j = torch.arange(Kmax + 1, dtype=torch.float64, device=N.device)
+    Nf = N.double()[:, None]
+    if x >= 1: return (j[None] <= Nf).double()
+    logp = (torch.lgamma(Nf + 1) - torch.lgamma(j + 1) - torch.lgamma((Nf - j).clamp(min=0) + 1)
+            + j * math.log(x) + (Nf - j) * math.log1p(-x))
+    pmf = torch.where(j[None] <= Nf, logp.exp(), torch.zeros_like(logp))
+    return pmf.flip(1).cumsum(1).flip(1).clamp(max=1.)
+
+def _order_statistic(k, N, x:float, generator, Kmax:int):
+    "The k-th smallest of N uniforms on [0, 1], conditioned on being below x (k >= 1) [B]."
+    if x < 1:                                          # j ~ Binomial(N, x) given j >= k, by inverting its tail
+        tail = _binom_tail(N, x, Kmax)
+        cond = tail / tail.gather(1, k[:, None])       # P(j' >= j | j' >= k), decreasing in j
+        v = draw_uniform(len(k), generator, k.device, torch.float64)
+        j = ((cond > v[:, None]) & (torch.arange(Kmax + 1, device=k.device)[None] >= k[:, None])).sum(1) + k - 1
+        j = torch.maximum(j, k)
+    else: j = N
+    U = draw_uniform((len(k), Kmax), generator, k.device, torch.float64)
+    U = torch.where(torch.arange(Kmax, device=k.device)[None] < j[:, None], U, torch.full_like(U, 2.))
+    return x * U.sort(1).values.gather(1, (k - 1)[:, None])[:, 0]
+
+# %% ../nbs/02_forward.ipynb #kfirst03
+def mask_by_count(target, mask, mask_id:int, v, m_end:float=1., generator=None):
+    "Importance-weighted masking at a uniform level m in [0, m_end], drawn count first: (x_m, m, k, weight) per sequence."
+    cand = (target != mask_id) & mask
+    n, B, L = cand.sum(1), *target.shape
+    tail = _binom_tail(n + 1, m_end, L + 1)                         # P(Binom(n+1, m_end) >= j)
+    A = torch.where(torch.arange(L + 1, device=n.device)[None] <= n[:, None], tail[:, 1:], torch.zeros_like(tail[:, 1:]))
+    A = A / (n[:, None] + 1)                                          # A_k, k = 0..L
+    Z = A.sum(1)
+    cdf = A.cumsum(1) / Z[:, None]
+    k = torch.minimum((cdf <= as_tensor(v).double().to(n.device)[:, None]).sum(1), n)
+    kk, nn = torch.where(k > 0, k, 1), torch.where(k > 0, n, n + 1)
+    m = _order_statistic(kk, nn, m_end, generator, L + 1)
+    F = _binom_tail(n, m_end, L + 1).gather(1, k[:, None])[:, 0]     # I_{m_end}(k, n - k + 1) = P(Binom(n, m_end) >= k)
+    ratio = F / tail.gather(1, (k + 1)[:, None])[:, 0].clamp(min=1e-300)   # over (n + 1) A_k
+    weight = torch.where(k > 0, m * (n + 1) * Z * ratio / k.clamp(min=1), Z)
+    keys = torch.where(cand, draw_uniform((B, L), generator, target.device, torch.float64), torch.full((B, L), 2., dtype=torch.float64, device=target.device))
+    hit = (keys.argsort(1).argsort(1) < k[:, None]) & cand
+    return torch.where(hit, torch.full_like(target, mask_id), target), m, k, weight
 
 # %% ../nbs/02_forward.ipynb #38a4f63e
 class VPSchedule:

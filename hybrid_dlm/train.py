@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 from .forward import stratified_times, seeded_generator, draw_integers
-from .data import load_chunks, make_loader
+from .data import load_chunks, make_loader, unigram_counts, unigram_logprobs
 from .chain import ProcessConfig
 from .models import MODEL_KINDS, ModelConfig, NetworkConfig, build_model
 from .checkpoint import (CHECKPOINT, find_checkpoint, checkpoint_info, save_checkpoint, load_train_state,
@@ -33,7 +33,9 @@ class TrainConfig:
     batch_size: int = 32            # global batch, all processes together
     micro_batches: int = 1          # shards per process (gradient accumulation)
     lr: float = 1e-4
-    warmup: int = 100               # linear warmup steps, then constant
+    warmup: int = 100               # linear warmup steps
+    lr_schedule: str = 'constant'   # after warmup: constant, or cosine (down to min_lr_ratio * lr at the last step)
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema: float = 0.9999
@@ -41,12 +43,16 @@ class TrainConfig:
     ckpt_every: int = 500
     log_every: int = 10
     compile: bool = False
+    unigram_init: bool = True       # start every output at the training split's unigram (and give the estimator its costs)
+    proposal_every: int = 25        # steps between refits of the Gaussian segments' time proposals (0: never)
 
     def __post_init__(self):
         for name in ('steps', 'batch_size', 'micro_batches', 'ckpt_every', 'log_every'):
             if getattr(self, name) < 1: raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0: raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.ema < 1: raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.lr_schedule not in ('constant', 'cosine'):
+            raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}: choose constant or cosine")
 
 # %% ../nbs/09_train.ipynb #f0532bf9
 PRESETS = {
@@ -56,6 +62,10 @@ PRESETS = {
     'cpu': dict(model=dict(size='cpu', seq_len=64, emb_dim=16),
                 train=dict(corpus='wiki-vital', steps=150, batch_size=32, lr=2e-3, warmup=15, ckpt_every=50, log_every=5, ema=0.98),
                 eval=dict(corpus='wiki-vital', split='test', max_chunks=512, time_samples=2)),
+    'cpu-paper': dict(model=dict(size='cpu', seq_len=64, emb_dim=16),
+                      train=dict(corpus='wiki-vital', steps=2000, batch_size=32, lr=2e-3, warmup=100, lr_schedule='cosine',
+                                 ckpt_every=100, log_every=10, ema=0.995),
+                      eval=dict(corpus='wiki-vital', split='test', max_chunks=512, time_samples=2)),
     'paper': dict(model=dict(size='small', seq_len=64, emb_dim=64),
                   train=dict(corpus='openwebtext', max_docs=20000, steps=2000, batch_size=32, lr=1e-4, warmup=100, ckpt_every=500,
                              log_every=10, ema=0.999),
@@ -108,8 +118,10 @@ def _all_ranks_ok(flag:bool, device) -> bool:
 
 # %% ../nbs/09_train.ipynb #762dc79e
 def lr_at(step:int, cfg:TrainConfig) -> float:
-    "Learning rate at `step`: linear warmup to `cfg.lr`, then constant."
-    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+    "Learning rate at `step`: linear warmup to `cfg.lr`, then constant or a cosine down to `min_lr_ratio` of it."
+    if step < cfg.warmup or cfg.lr_schedule == 'constant': return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+    done = (step - cfg.warmup) / max(cfg.steps - 1 - cfg.warmup, 1)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(done, 1.))))
 
 class EMA:
     "Exponential moving average of a model's parameters (kept in float32)."
@@ -204,6 +216,7 @@ def train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False, 
     # model, optimiser, EMA (identical initialisation on every rank)
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_cfg).to(device)
+    if train_cfg.unigram_init: model.init_unigram(unigram_logprobs(unigram_counts(chunks)))
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     ema = EMA(model, train_cfg.ema)
     start, tokens_seen, seconds = 0, 0, 0.0
@@ -240,6 +253,10 @@ def train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False, 
     for step in bar:
         t0 = time.perf_counter()
         for g in opt.param_groups: g['lr'] = lr_at(step, train_cfg)
+        if train_cfg.proposal_every and step % train_cfg.proposal_every == 0 and hasattr(model, 'fit_proposal'):
+            fit = loader.collate(loader.global_batch(step)[:16])     # the same sequences and draws on every process
+            gen = shard_generator(train_cfg.seed, step, 1 << 20, device)     # a stream of its own
+            model.fit_proposal(fit['ids'].to(device), fit['mask'].to(device), gen)
         idx = np.array_split(loader.global_batch(step), shards)
         mine = range(rank * train_cfg.micro_batches, (rank + 1) * train_cfg.micro_batches)
         loss_sum, tok = 0.0, 0
