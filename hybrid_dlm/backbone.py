@@ -6,17 +6,21 @@
 __all__ = ['SIZES', 'HEAD_CHUNK_ROWS', 'EXP_FLOOR', 'BackboneConfig', 'backbone_config', 'noise_features', 'NoiseEmbedding',
            'rotary_tables', 'apply_rotary', 'Rotary', 'attention_mask', 'layer_norm32', 'modulate', 'zero_init_linear',
            'Block', 'Backbone', 'perturb_zero_init', 'flops_per_token', 'default_chunk_rows', 'linear_cross_entropy',
-           'linear_score_entropy', 'time_calls', 'count_params', 'param_table', 'peak_matmul_flops', 'train_step_flops']
+           'linear_score_entropy', 'time_calls', 'autocast', 'CompileUnavailable', 'check_compile', 'compile_backbones',
+           'saved_bytes', 'activation_bytes', 'count_params', 'param_table', 'peak_matmul_flops', 'train_step_flops']
 
 # %% ../nbs/05_backbone.ipynb #ca810fa6
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.nn.attention import sdpa_kernel, SDPBackend
+from torch._subclasses.fake_tensor import FakeTensorMode
 from .forward import seeded_generator, draw_normal
 
 # %% ../nbs/05_backbone.ipynb #65029002
@@ -103,6 +107,8 @@ class Rotary(nn.Module):
         super().__init__()
         self.head_dim, self.base, self._cache = head_dim, base, {}
     def forward(self, seq_len:int, device, dtype=torch.float32):
+        if torch.compiler.is_compiling():       # traced: computed in the graph (a dict filled here forces recompiles)
+            return rotary_tables(seq_len, self.head_dim, self.base, device, dtype)
         key = (seq_len, str(device), dtype)
         if key not in self._cache:
             self._cache[key] = rotary_tables(seq_len, self.head_dim, self.base, device, dtype)
@@ -204,7 +210,7 @@ class Backbone(nn.Module):
         B, L = x.shape[:2]
         if cond is None: cond = torch.zeros(B, device=x.device)
         c = self.noise(cond)
-        h = self.embed(x)
+        h = self.embed(x).float()                   # the residual stream stays float32 under autocast
         cos, sin = self.rotary(L, h.device)
         attn_mask = attention_mask(mask, self.causal)
         is_causal = self.causal and mask is None
@@ -367,6 +373,82 @@ def time_calls(fns:dict, rounds:int=5, warmup:int=1) -> pd.Series:
         for k, f in fns.items():
             t0 = time.perf_counter(); f(); times[k].append(time.perf_counter() - t0)
     return pd.Series({k: float(pd.Series(v).median()) for k, v in times.items()})
+
+# %% ../nbs/05_backbone.ipynb #9251e29a
+def autocast(device,     # where the computation runs: 'cpu', 'cuda', 'cuda:1' or a torch.device
+             dtype=None  # None: the policy (bfloat16 on CUDA, float32 elsewhere); a dtype (or its name) forces it
+            ):
+    "Context of the precision policy: bf16 autocast (and TF32 float32 products) on CUDA, plain float32 elsewhere."
+    kind = torch.device(device).type
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if dtype is None: dtype = torch.bfloat16 if kind == 'cuda' else torch.float32
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"precision {dtype} is not supported: use torch.bfloat16 or torch.float32 "
+                         "(float16 would need loss scaling, which the trainer does not do)")
+    if kind == 'cuda':              # process-wide: the float32 islands (head losses) may use TF32 products
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if dtype == torch.float32: return torch.autocast(kind, enabled=False)     # also switches off an outer autocast
+    return torch.autocast(kind, dtype=dtype)
+
+# %% ../nbs/05_backbone.ipynb #49bbab4d
+class CompileUnavailable(RuntimeError): "torch.compile cannot run on this machine; the message says why."
+
+def _probe(x): return torch.sin(x) * 2 + 1
+
+def check_compile(device='cpu'):
+    "Compile and run a tiny function on `device`; raise `CompileUnavailable` naming the cause if that fails."
+    kind = torch.device(device).type
+    try: torch.compile(_probe, dynamic=True)(torch.arange(4.0, device=device))
+    except Exception as e:
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        cause = lines[0] if lines else type(e).__name__
+        fix = ('install a C++ compiler (g++) or point CXX at one' if 'compiler' in cause.lower()
+               else 'install triton' if 'triton' in cause.lower() else 'use another PyTorch build or platform')
+        raise CompileUnavailable(f"torch.compile cannot run on {kind} here ({cause}): {fix}, "
+                                 "or run without --compile") from None
+
+def compile_backbones(model:nn.Module, # a model or a network containing `Backbone`s
+                      device=None,     # where it will run (default: where its parameters are)
+                      **options        # more `torch.compile` options (mode=..., fullgraph=...)
+                     ) -> nn.Module:
+    "Compile every `Backbone` in `model` in place (dynamic shapes); `CompileUnavailable` if compiling cannot work here."
+    device = device or next(iter(model.parameters()), torch.zeros(())).device
+    check_compile(device)
+    for m in model.modules():
+        if type(m).__name__ == 'Backbone':     # by name: a class defined again (a notebook, autoreload) counts too
+            m.compile(**{'dynamic': True, **options})
+    return model
+
+# %% ../nbs/05_backbone.ipynb #9fbd9e66
+def saved_bytes(fn,        # runs the forward computation (its result is returned)
+                exclude=() # tensors whose storages are not counted (e.g. the parameters)
+               ):
+    "(bytes of the distinct storages autograd saves for backward while fn() runs, fn's result)."
+    keep = [t.untyped_storage() for t in exclude]
+    skip = {id(s) for s in keep}
+    seen = {}
+    def pack(t):
+        s = t.untyped_storage()
+        if id(s) not in skip: seen[id(s)] = s      # kept alive, so that ids stay unique
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): out = fn()
+    return sum(s.nbytes() for s in seen.values()), out
+
+def activation_bytes(size,                # a name in `SIZES` or a `BackboneConfig`
+                     batch:int, seq_len:int,
+                     dtype=torch.bfloat16, # autocast dtype of the forward pass (torch.float32: none)
+                     padding:bool=True,    # pass a padding mask (as training does) or none
+                     math_attention:bool=False, # force the unfused attention (scores and probabilities kept)
+                     fake:bool=True        # count on fake tensors (nothing allocated) or on real ones
+                    ) -> int:
+    "Bytes saved for backward (parameters excluded) by a training forward pass of a token-input backbone on the CPU."
+    with FakeTensorMode() if fake else nullcontext():
+        net = Backbone(size, vocab_size=1024)
+        x, c = torch.randint(0, 1024, (batch, seq_len)), torch.rand(batch)
+        mask = torch.ones(batch, seq_len, dtype=torch.bool) if padding else None
+        kernel = sdpa_kernel(SDPBackend.MATH) if math_attention else nullcontext()
+        with autocast('cpu', dtype), kernel, torch.enable_grad():
+            return saved_bytes(lambda: net(x, c, mask), exclude=list(net.parameters()))[0]
 
 # %% ../nbs/05_backbone.ipynb #1707123d
 def count_params(module:nn.Module) -> int:
