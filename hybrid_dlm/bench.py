@@ -15,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count, sdpa_backward_flop_count
 from .forward import stratified_times, seeded_generator, draw_integers
 from .models import MODEL_KINDS, build_model
-from .backbone import peak_matmul_flops
+from .backbone import peak_matmul_flops, autocast
 from .train import preset_configs
 
 # %% ../nbs/12_benchmarks.ipynb #66260fcd
@@ -58,14 +58,14 @@ def phase_fn(model, phase:str, batch:int, seq_len:int, device, sample_steps:int=
     g = seeded_generator(1, device)
     if phase == 'train':
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
-        amp = torch.autocast('cuda', dtype=torch.bfloat16) if torch.device(device).type == 'cuda' else torch.autocast('cpu', enabled=False)
         def step():
-            with amp:
+            with autocast(device):
                 loss = model.loss(x, m, stratified_times(batch, g, dtype=torch.float64).to(device), g).sum() / m.sum()
             loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     elif phase == 'eval':
         @torch.no_grad()
-        def step(): model.terms(x, m, stratified_times(batch, g, dtype=torch.float64).to(device), g)
+        def step():
+            with autocast(device): model.terms(x, m, stratified_times(batch, g, dtype=torch.float64).to(device), g)
     elif phase == 'sample':
         def step(): model.sample(batch, steps=sample_steps, seq_len=seq_len, generator=seeded_generator(0, device))
     else: raise ValueError(f"Unknown phase {phase!r}: choose train, eval or sample")

@@ -24,6 +24,7 @@ from .forward import seeded_generator
 from .sampling import decode_texts
 from .experiment import reproduce, seed_spread, summary_table, HYBRID_VARIANTS, BEST_VARIANT
 from .bench import bench, speed_vs_ar
+from .backbone import CompileUnavailable
 
 # %% ../nbs/13_cli.ipynb #8c7a0eb2
 def format_table(row:dict) -> str:
@@ -109,11 +110,11 @@ def run_eval(args) -> int:
     if args.oracle:
         if args.corpus != 'markov': raise ValueError("--oracle needs --corpus markov: only the Markov source has exact scores")
         chunks, src = load_chunks('markov', args.split, args.seq_len), markov_source()
-        models = {'oracle-sedd': oracle_model(src, 'mask', seq_len=args.seq_len),
-                  'oracle-hybrid': oracle_model(src, 'mask 0.35 mask', seq_len=args.seq_len)}
+        models = {'oracle-sedd': oracle_model(src, 'mask', seq_len=args.seq_len).to(args.device or 'cpu'),
+                  'oracle-hybrid': oracle_model(src, 'mask 0.35 mask', seq_len=args.seq_len).to(args.device or 'cpu')}
     else:
         if not args.ckpt: raise ValueError("give --ckpt PATH (a run directory of hdlm train) or --oracle")
-        model = load_checkpoint(args.ckpt, weights='ema')
+        model = load_checkpoint(args.ckpt, weights='ema', device=args.device or 'cpu')
         chunks = load_chunks(args.corpus, args.split, model.cfg.seq_len)
         if chunks.vocab_size != model.cfg.vocab_size:
             raise ValueError(f"{args.corpus} has a vocabulary of {chunks.vocab_size} tokens but the model was trained on {model.cfg.vocab_size}: evaluate it on a corpus with its tokenizer")
@@ -135,13 +136,14 @@ def add_eval_parser(subparsers):
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--seq-len', type=int, default=64, help='chunk length for --oracle')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default=None, help='cpu (default), cuda, cuda:1')
     p.add_argument('--json', action='store_true', help='print JSON (one object per model)')
     p.set_defaults(func=run_eval)
 
 # %% ../nbs/13_cli.ipynb #00a1ad82
 def run_sample(args) -> int:
     "`hdlm sample`: generate and print texts (token ids for a non-GPT-2 vocabulary)."
-    model = load_checkpoint(args.ckpt, weights='ema')
+    model = load_checkpoint(args.ckpt, weights='ema', device=args.device or 'cpu')
     kw = {} if args.sampler is None else {('continuous' if args.sampler in ('ddpm', 'ddim') else 'discrete'): args.sampler}
     x = model.sample(args.n, steps=args.steps, generator=seeded_generator(args.seed, model.device), progress=not args.json, **kw)
     texts = decode_texts(x, model.cfg.vocab_size)
@@ -157,6 +159,7 @@ def add_sample_parser(subparsers):
     p.add_argument('--steps', type=int, default=128, help='sampling steps (all segments together for the hybrid)')
     p.add_argument('--sampler', default=None, help='analytic or euler (discrete), ddpm or ddim (continuous)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default=None, help='cpu (default), cuda, cuda:1')
     p.add_argument('--json', action='store_true', help='print a JSON list of texts')
     p.set_defaults(func=run_sample)
 
@@ -235,7 +238,7 @@ def add_bench_parser(subparsers):
 # %% ../nbs/13_cli.ipynb #90439e2d
 SUBCOMMANDS = [add_data_parser, add_train_parser, add_eval_parser, add_sample_parser, add_convert_parser,
                add_reproduce_parser, add_bench_parser]
-KNOWN_ERRORS = (DataError, ValueError, FileNotFoundError, FileExistsError, TrainingDiverged)   # one line, status 2
+KNOWN_ERRORS = (DataError, ValueError, FileNotFoundError, FileExistsError, TrainingDiverged, CompileUnavailable)   # one line, status 2
 
 def build_parser() -> argparse.ArgumentParser:
     "The `hdlm` argument parser, one subcommand per function in `SUBCOMMANDS`."

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from .forward import as_tensor, Absorbing, seeded_generator, draw_uniform
+from .backbone import autocast
 from .data import MarkovSource, Chunks, chunk_bytes, unigram_counts, unigram_logprobs
 from .chain import ProcessConfig
 from .models import DiscreteDenoiser, ModelConfig, NetworkConfig, build_model
@@ -57,8 +58,8 @@ def _rounds(model, x, m, K:int, generator):
 
 @torch.no_grad()
 def estimate_bound(model, ids, mask, time_samples:int=8, batch_size:int=64, seed:int=0, progress:bool=True,
-                   name:str=None, corpus:str='', split:str='', device=None) -> BoundResult:
-    "Estimate the NLL upper bound per token of `model` on chunks `ids` [N, L] (real tokens where `mask`)."
+                   name:str=None, corpus:str='', split:str='', device=None, dtype=None) -> BoundResult:
+    "Estimate the NLL upper bound per token of `model` on chunks `ids` [N, L] (real tokens where `mask`), under the precision policy (or `dtype`)."
     ids, mask = (torch.as_tensor(np.array(v)) for v in (ids, mask))       # a copy: chunks may be a read-only memmap
     ids, mask = ids.long(), mask.bool()
     if len(ids) == 0 or not mask.any(): raise ValueError("No tokens to evaluate: the chunks are empty")
@@ -71,7 +72,8 @@ def estimate_bound(model, ids, mask, time_samples:int=8, batch_size:int=64, seed
     total, sq, terms = np.zeros(N), np.zeros(N), {}
     for start in tqdm(range(0, N, batch_size), desc=f'bound {name or ""}'.strip(), disable=not progress, leave=False):
         x, m = ids[start:start + batch_size].to(device), mask[start:start + batch_size].to(device)
-        for out in _rounds(model, x, m, K, gen):
+        with autocast(device, dtype): rounds = list(_rounds(model, x, m, K, gen))
+        for out in rounds:
             s = sum(v.double() for v in out.values()).cpu().numpy()
             total[start:start + len(x)] += s / K
             sq[start:start + len(x)] += s ** 2 / K

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .forward import as_tensor, per_row, Absorbing, Uniform, diffuse, seeded_generator, draw_uniform, draw_categorical
 from .losses import log_r, sedd_scaled, dse_absorbing, dse_uniform, eps_from_x0, x0_from_eps, gaussian_prior_kl, eps_loss
-from .backbone import Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params
+from .backbone import Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params, autocast
 from .chain import ProcessConfig, Chain, GaussianToTokens, round_embeddings, rounding_error_bound
 
-# %% ../nbs/06_models.ipynb #dd42f37b
+# %% ../nbs/06_models.ipynb #44d3069a
 PROPOSAL_BINS = 32                  # bins of the time proposals of Gaussian segments
 
 MODEL_KINDS = {'ar': None, 'sedd': 'mask', 'continuous': 'gauss', 'hybrid': 'mask 0.35 gauss 0.75 mask'}   # kind: its chain
@@ -78,12 +78,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d:dict): return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
-# %% ../nbs/06_models.ipynb #8abc5e21
+# %% ../nbs/06_models.ipynb #7ec864b5
 def rows_sum(values, rows, n:int):
     "Sum per-row values into per-sequence totals [n] (float64)."
     return torch.zeros(n, dtype=torch.float64, device=values.device).index_add_(0, rows, values.double())
 
-# %% ../nbs/06_models.ipynb #afd32b01
+# %% ../nbs/06_models.ipynb #5841be27
 class DiscreteDenoiser(nn.Module):
     "Gives log concrete scores log s(x_t)_y over the tokens y for a token graph (absorbing or uniform)."
     def __init__(self, graph):
@@ -151,7 +151,7 @@ class SEDD(DiscreteDenoiser):
             per = per.double() + wr * (logV - 1) * is_tok
         return rows_sum(per, rows, x_t.shape[0])
 
-# %% ../nbs/06_models.ipynb #42758981
+# %% ../nbs/06_models.ipynb #3196e2cf
 def table_softmax_mean(q, keys, values):
     "sum_y softmax(q . keys_y) values_y for queries q [N, k]: one attention call over the table (no [N, V] matrix)."
     k, dv = keys.shape[-1], values.shape[-1]
@@ -226,7 +226,7 @@ class ContinuousDenoiser(nn.Module):
         "Tokens for vectors z (see `round_embeddings`)."
         return round_embeddings(z, self.embedding.detach(), alpha, sigma, rule, generator)
 
-# %% ../nbs/06_models.ipynb #7ed5f098
+# %% ../nbs/06_models.ipynb #c2f7ffa0
 class SegmentNoise(nn.Module):
     "A shared noise embedding plus a learned vector that tells the shared trunk which segment it is working on."
     def __init__(self, inner, d_cond:int):
@@ -259,7 +259,7 @@ class LearnedLifting(nn.Module):
         nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)     # starts as the Gaussian lifting
     def forward(self, e, mask=None): return e + self.out(self.net(e, None, mask)).float()
 
-# %% ../nbs/06_models.ipynb #f60b1f5c
+# %% ../nbs/06_models.ipynb #2aeb105a
 class LanguageModel(nn.Module):
     "What every model offers: `terms` (per-sequence terms of its NLL bound, nats), `loss`, `sample`, input checks."
     exact = False                    # True when `terms` is the exact NLL (one evaluation is enough)
@@ -330,7 +330,7 @@ class DiffusionLM(LanguageModel):
         for net in nets:
             net.blocks, net.final_ada, net.noise = shared.blocks, shared.final_ada, SegmentNoise(noise, self.bcfg.d_cond)
 
-# %% ../nbs/06_models.ipynb #78a2db6a
+# %% ../nbs/06_models.ipynb #693e0cd7
 @patch
 def walk(self:DiffusionLM, x0, mask, upto:int, generator=None):
     "The chain's states at the cuts before segment `upto`: each segment's target ('targets') and the Gaussian states ('noisy')."
@@ -380,7 +380,7 @@ def loss(self:DiffusionLM, x0, mask, u, generator=None):
     "Per-sequence training loss: the sum of the terms (Gaussian segments unweighted with gauss_loss='eps')."
     return sum(self.terms(x0, mask, u, generator, 'sample', unweighted=self.cfg.gauss_loss == 'eps').values())
 
-# %% ../nbs/06_models.ipynb #7c839e48
+# %% ../nbs/06_models.ipynb #f1ee57c7
 @patch
 @torch.no_grad()
 def sample(self:DiffusionLM, n:int, steps:int=128, seq_len:int=None, generator=None, progress:bool=False, return_states:bool=False,
@@ -393,17 +393,18 @@ def sample(self:DiffusionLM, n:int, steps:int=128, seq_len:int=None, generator=N
     segs = self.chain.segments
     split = [max(1, round(steps * s.length)) for s in segs]        # steps in proportion to the segments' lengths
     state, states = self.chain.end.prior(self, n, L, generator, dev), {}
-    for seg, k in zip(reversed(segs), reversed(split)):
-        kw = dict(method=discrete) if seg.kind == 'mask' else dict(method=continuous, clamp=clamp)
-        b = self.chain.boundaries[seg.k]                           # the boundary at the segment's start
-        state = seg.reverse(self.nets[seg.name], state, k, generator, progress=progress, **kw)
-        states[('z_' if state.is_floating_point() else 'x_') + b.name] = state
-        state = b.reverse(self, state, generator, greedy=greedy_decode)
-        states[('z_' if state.is_floating_point() else 'x_') + b.name] = state
+    with autocast(dev):
+        for seg, k in zip(reversed(segs), reversed(split)):
+            kw = dict(method=discrete) if seg.kind == 'mask' else dict(method=continuous, clamp=clamp)
+            b = self.chain.boundaries[seg.k]                       # the boundary at the segment's start
+            state = seg.reverse(self.nets[seg.name], state, k, generator, progress=progress, **kw)
+            states[('z_' if state.is_floating_point() else 'x_') + b.name] = state
+            state = b.reverse(self, state, generator, greedy=greedy_decode)
+            states[('z_' if state.is_floating_point() else 'x_') + b.name] = state
     self.train(was_training)
     return (state, states) if return_states else state
 
-# %% ../nbs/06_models.ipynb #95632b14
+# %% ../nbs/06_models.ipynb #2d4bae77
 class AR(LanguageModel):
     "Autoregressive transformer on the shared backbone: exact NLL, no time."
     exact = True
@@ -442,9 +443,10 @@ def sample(self:AR, n:int, steps:int=None, seq_len:int=None, generator=None, pro
     generator = generator if generator is not None else seeded_generator(0, dev)
     was_training = self.training; self.eval()
     x = torch.zeros(n, 0, dtype=torch.long, device=dev)
-    for i in range(L):
-        logits = self.logits(torch.cat([x, torch.zeros(n, 1, dtype=torch.long, device=dev)], 1))[:, i]
-        x = torch.cat([x, draw_categorical(logits.double().softmax(-1), generator)[:, None]], 1)
+    with autocast(dev):
+        for i in range(L):
+            logits = self.logits(torch.cat([x, torch.zeros(n, 1, dtype=torch.long, device=dev)], 1))[:, i]
+            x = torch.cat([x, draw_categorical(logits.double().softmax(-1), generator)[:, None]], 1)
     self.train(was_training)
     return (x, {}) if return_states else x
 
@@ -453,7 +455,7 @@ def build_model(cfg:ModelConfig=None, **kwargs) -> LanguageModel:
     cfg = cfg or ModelConfig(**kwargs)
     return AR(cfg) if cfg.kind == 'ar' else DiffusionLM(cfg)
 
-# %% ../nbs/06_models.ipynb #bd9b67d3
+# %% ../nbs/06_models.ipynb #0d5ae26f
 @patch
 @torch.no_grad()
 def fit_proposal(self:DiffusionLM, x0, mask, generator=None, floor:float=0.1):

@@ -19,6 +19,7 @@ from .forward import stratified_times, seeded_generator, draw_integers
 from .data import load_chunks, make_loader, unigram_counts, unigram_logprobs
 from .chain import ProcessConfig
 from .models import MODEL_KINDS, ModelConfig, NetworkConfig, build_model
+from .backbone import autocast, compile_backbones
 from .checkpoint import (CHECKPOINT, find_checkpoint, checkpoint_info, save_checkpoint, load_train_state,
     rng_state, set_rng_state)
 
@@ -230,10 +231,8 @@ def train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False, 
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=model.kind == 'hybrid')
-    if train_cfg.compile:
-        for m in model.modules():
-            if type(m).__name__ == 'Backbone': m.forward = torch.compile(m.forward, dynamic=True)
-    amp = torch.autocast('cuda', dtype=torch.bfloat16) if device.type == 'cuda' else nullcontext()
+    if train_cfg.compile: compile_backbones(model, device)
+    amp = autocast(device)                                  # the backbone chapter's precision policy
 
     def save(step):
         if master:

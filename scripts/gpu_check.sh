@@ -69,10 +69,10 @@ exact = float(src.nll(ids, mask.sum(1)).sum() / mask.sum())
 print(f"markov test, {len(ids)} chunks, exact NLL {exact:.5f} nats/token")
 print(f"{'model':<14}{'device':<8}{'bound':>10}{'MC SE':>10}{'data SE':>10}{'bound-exact':>13}{'s':>7}")
 res = {}
-for kind in ('sedd', 'hybrid'):
+for kind, chain in (('sedd', 'mask'), ('hybrid', 'mask 0.35 mask')):
     for d in a.devices:
         t = time.perf_counter()
-        r = estimate_bound(oracle_model(src, kind, a=0.35).to(d), ids, mask, a.time_samples, 64, seed=0,
+        r = estimate_bound(oracle_model(src, chain).to(d), ids, mask, a.time_samples, 64, seed=0,
                            progress=False, device=d)
         res[kind, d] = r
         print(f"{'oracle-' + kind:<14}{d:<8}{r.nll_per_token:>10.5f}{r.mc_stderr:>10.5f}{r.nll_stderr:>10.5f}"
@@ -191,9 +191,9 @@ for k in ar sedd continuous hybrid; do
   d="$out/train/$k"; rm -rf "$d"
   if run_step "train-$k" 150 hdlm train --model "$k" --preset cpu --device "$dev" --steps "$steps" --out "$d"; then
     run_step "finite-$k" 30 python "$out/py/finite.py" "$d/metrics.jsonl" && tail -1 "$out/logs/finite-$k.log"
-    run_step "eval-$k" 90 hdlm eval --ckpt "$d/ckpt.pt" --corpus wiki-vital --split test --max-chunks "$eval_chunks" \
+    run_step "eval-$k" 90 hdlm eval --ckpt "$d" --device "$dev" --corpus wiki-vital --split test --max-chunks "$eval_chunks" \
       --time-samples 2 --json && tail -1 "$out/logs/eval-$k.log" | cut -c1-200
-    run_step "sample-$k" 60 hdlm sample --ckpt "$d/ckpt.pt" -n 2 --steps 32 --json && tail -1 "$out/logs/sample-$k.log" | cut -c1-200
+    run_step "sample-$k" 60 hdlm sample --ckpt "$d" --device "$dev" -n 2 --steps 32 --json && tail -1 "$out/logs/sample-$k.log" | cut -c1-200
   fi
 done
 
