@@ -6,7 +6,8 @@ length: attention, rotary tables, padding masks and the hybrid's per-segment bat
 import pytest
 import torch
 from hybrid_dlm.backbone import perturb_zero_init
-from hybrid_dlm.models import ModelConfig, HybridConfig, build_model
+from hybrid_dlm.chain import ProcessConfig
+from hybrid_dlm.models import ModelConfig, NetworkConfig, build_model
 
 L, V = 1024, 100
 LENGTHS = [1024, 1000, 513, 37]          # two padded rows and a short one, right-padded as the chunker writes them
@@ -23,12 +24,13 @@ def batch(seed=0):
 
 def model_of(kind):
     torch.manual_seed(0)
-    cfg = ModelConfig(kind=kind, size='tiny', seq_len=L, vocab_size=V, emb_dim=8, hybrid=HybridConfig(lambda_b=4.0))
+    cfg = ModelConfig(kind=kind, seq_len=L, vocab_size=V, network=NetworkConfig(size='tiny', emb_dim=8),
+                      process=None if kind == 'ar' else ProcessConfig(lambda_b=4.0))
     model = perturb_zero_init(build_model(cfg))         # adaLN gates off zero: the blocks (and their attention) get gradients
     for name, m in model.named_modules():               # the continuous denoiser's zero-initialised output layer too
         if name.split('.')[-1] == 'out': torch.nn.init.normal_(m.weight, std=0.1)
     if kind == 'hybrid':     # segment B runs at log-SNR 4..10: with unit-scale embeddings the posterior over tokens is
-        with torch.no_grad(): model.cont.embedding.mul_(0.01)   # one-hot in float32 and the network's gradient exactly 0
+        with torch.no_grad(): model.nets['B'].embedding.mul_(0.01)   # one-hot in float32 and the network's gradient exactly 0
     return model
 
 
