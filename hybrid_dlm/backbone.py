@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['SIZES', 'HEAD_CHUNK_ROWS', 'EXP_FLOOR', 'BackboneConfig', 'backbone_config', 'noise_features', 'NoiseEmbedding',
            'rotary_tables', 'apply_rotary', 'Rotary', 'attention_mask', 'layer_norm32', 'modulate', 'zero_init_linear',
-           'Block', 'Backbone', 'perturb_zero_init', 'flops_per_token', 'default_chunk_rows', 'linear_cross_entropy',
-           'linear_score_entropy', 'time_calls', 'autocast', 'CompileUnavailable', 'check_compile', 'compile_backbones',
-           'saved_bytes', 'activation_bytes', 'count_params', 'param_table', 'peak_matmul_flops', 'train_step_flops']
+           'Block', 'input_layer', 'neighbour', 'Backbone', 'perturb_zero_init', 'flops_per_token',
+           'default_chunk_rows', 'linear_cross_entropy', 'linear_score_entropy', 'time_calls', 'autocast',
+           'CompileUnavailable', 'check_compile', 'compile_backbones', 'saved_bytes', 'activation_bytes',
+           'count_params', 'param_table', 'peak_matmul_flops', 'train_step_flops']
 
 # %% ../nbs/05_backbone.ipynb #ca810fa6
 import math
@@ -33,6 +34,7 @@ class BackboneConfig:
     d_cond: int = 128     # width of the noise-level conditioning vector
     mlp_ratio: int = 4    # hidden width of each MLP, in multiples of d_model
     dropout: float = 0.0  # dropout on attention weights and on each sublayer's output
+    neighbours: bool = False  # each position's input also reads its neighbours' (the left one only when causal)
 
     def __post_init__(self):
         if min(self.n_layer, self.n_head, self.d_model, self.d_cond, self.mlp_ratio) < 1:
@@ -49,7 +51,7 @@ class BackboneConfig:
 # %% ../nbs/05_backbone.ipynb #8b47c996
 SIZES = {
     'tiny':  BackboneConfig(n_layer=2, n_head=2, d_model=32, d_cond=32),
-    'cpu':   BackboneConfig(n_layer=4, n_head=2, d_model=64, d_cond=64),
+    'cpu':   BackboneConfig(n_layer=4, n_head=2, d_model=64, d_cond=64, neighbours=True),
     'small': BackboneConfig(n_layer=12, n_head=12, d_model=768, d_cond=128),
 }
 
@@ -170,6 +172,22 @@ class Block(nn.Module):
         return x + gate2[:, None] * self.drop(self.mlp(modulate(layer_norm32(x), shift2, scale2)))
 
 # %% ../nbs/05_backbone.ipynb #a528468b
+def input_layer(vocab_size:int, in_dim:int, d_model:int, zero:bool=False) -> nn.Module:
+    "An embedding table for token ids (std 0.02) or a linear map for vectors; all zero with `zero` (tagged for tests)."
+    if vocab_size is not None:
+        layer = nn.Embedding(vocab_size, d_model)
+        nn.init.normal_(layer.weight, std=0.02)
+    else: layer = nn.Linear(in_dim, d_model)
+    if zero:
+        for p in layer.parameters(): nn.init.zeros_(p)
+        layer.zero_init = True
+    return layer
+
+def neighbour(h, mask, step:int):
+    "h at each position's left (`step` 1) or right (-1) neighbour [B, L, d]: zero past the ends and where it is padding."
+    h = h if mask is None else h * mask[..., None]
+    return F.pad(h[:, :-1], (0, 0, 1, 0)) if step == 1 else F.pad(h[:, 1:], (0, 0, 0, 1))
+
 class Backbone(nn.Module):
     "Bidirectional (or causal) DiT-style transformer: inputs, one noise level per sequence and a padding mask -> hidden states [B, L, d_model]."
     def __init__(self, cfg,                  # a `BackboneConfig` or the name of one in `SIZES`
@@ -182,10 +200,9 @@ class Backbone(nn.Module):
         if (vocab_size is None) == (in_dim is None):
             raise ValueError("give exactly one of vocab_size (token-id input) or in_dim (vector input)")
         self.vocab_size, self.in_dim, self.causal = vocab_size, in_dim, causal
-        if vocab_size is not None:
-            self.embed = nn.Embedding(vocab_size, cfg.d_model)
-            nn.init.normal_(self.embed.weight, std=0.02)
-        else: self.embed = nn.Linear(in_dim, cfg.d_model)
+        self.embed = input_layer(vocab_size, in_dim, cfg.d_model)
+        self.left = input_layer(vocab_size, in_dim, cfg.d_model, zero=True) if cfg.neighbours else None
+        self.right = input_layer(vocab_size, in_dim, cfg.d_model, zero=True) if cfg.neighbours and not causal else None
         self.noise = NoiseEmbedding(cfg.d_cond)
         self.rotary = Rotary(cfg.head_dim)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
@@ -211,6 +228,8 @@ class Backbone(nn.Module):
         if cond is None: cond = torch.zeros(B, device=x.device)
         c = self.noise(cond)
         h = self.embed(x).float()                   # the residual stream stays float32 under autocast
+        if self.left is not None: h = h + neighbour(self.left(x).float(), mask, 1)
+        if self.right is not None: h = h + neighbour(self.right(x).float(), mask, -1)
         cos, sin = self.rotary(L, h.device)
         attn_mask = attention_mask(mask, self.causal)
         is_causal = self.causal and mask is None
@@ -225,7 +244,7 @@ def perturb_zero_init(model:nn.Module, std:float=0.1, seed:int=0) -> nn.Module:
     gen = seeded_generator(seed)
     for m in model.modules():
         if getattr(m, 'zero_init', False):
-            for p in (m.weight, m.bias): p.copy_(draw_normal(p.shape, gen, p.device) * std)
+            for p in m.parameters(recurse=False): p.copy_(draw_normal(p.shape, gen, p.device) * std)
     return model
 
 # %% ../nbs/05_backbone.ipynb #6f3ec0ac
@@ -233,7 +252,8 @@ def flops_per_token(self, seq_len:int) -> float:
     "Forward matmul FLOPs per token of the trunk (no output head) for sequences of length seq_len."
     cfg, d, L = self.cfg, self.cfg.d_model, seq_len
     per_block = 6 * d * d + 2 * d * d + 4 * cfg.mlp_ratio * d * d + 4 * L * d
-    per_token = cfg.n_layer * per_block + (2 * self.in_dim * d if self.in_dim else 0)
+    inputs = 1 + (self.left is not None) + (self.right is not None)    # input layers, each a lookup or a linear map
+    per_token = cfg.n_layer * per_block + (2 * self.in_dim * d * inputs if self.in_dim else 0)
     per_seq = (2 * (2 * self.noise.n_freq * cfg.d_cond + cfg.d_cond ** 2)
                + cfg.n_layer * 2 * cfg.d_cond * 6 * d + 2 * cfg.d_cond * 2 * d)
     return per_token + per_seq / L

@@ -18,7 +18,7 @@ from .forward import (as_tensor, per_row, discrete_schedule, vp_schedule, Absorb
                                 mask_by_count, draw_normal, draw_integers, draw_permutation, draw_categorical)
 from .losses import decoder_logits, eps_loss
 
-# %% ../nbs/04_chain.ipynb #7e6160cb
+# %% ../nbs/04_chain.ipynb #3ae599b1
 CHAIN_KINDS = ('mask', 'gauss')
 
 def parse_chain(spec:str) -> list:
@@ -37,7 +37,7 @@ def parse_chain(spec:str) -> list:
         raise ValueError(f"Bad chain {spec!r}: two Gaussian segments in a row are one Gaussian segment")
     return list(zip(kinds, times[:-1], times[1:]))
 
-# %% ../nbs/04_chain.ipynb #36d22faa
+# %% ../nbs/04_chain.ipynb #f723e819
 @dataclass
 class ProcessConfig:
     "The forward process: the chain of segments on global time [0, 1] and every choice at their boundaries."
@@ -71,7 +71,7 @@ class ProcessConfig:
                 raise ValueError(f"The Gaussian segment [{start:g}, {end:g}) would run from log-SNR {self.lambda_max:g} "
                                  f"to {low:g}: noise must grow along it, lower {name}")
 
-# %% ../nbs/04_chain.ipynb #d05acda5
+# %% ../nbs/04_chain.ipynb #21c4e8cf
 def round_embeddings(z, E, alpha, sigma, rule:str='nearest', generator=None, rows:int=4096):
     "Tokens for vectors z [B, L, d] under the flat-prior Gaussian decoder over the rows of E: argmax (`nearest`) or a draw (`sample`)."
     if rule == 'nearest':      # argmax_y z.E_y - alpha/2 |E_y|^2: one matmul per block of rows, no [B, L, V] temporaries
@@ -80,7 +80,7 @@ def round_embeddings(z, E, alpha, sigma, rule:str='nearest', generator=None, row
         return torch.cat([(q[i:i + rows] @ keys.T).argmax(-1) for i in range(0, len(q), rows)]).reshape(z.shape[:-1])
     return draw_categorical(decoder_logits(z, E, alpha, sigma).double().softmax(-1), generator)
 
-# %% ../nbs/04_chain.ipynb #a5806b0e
+# %% ../nbs/04_chain.ipynb #a9fdc637
 def rounding_error_bound(lam:float, emb_dim:int, n_tokens:int) -> float:
     "Union bound on the rounding error at log-SNR `lam` for N(0, I) embeddings of dimension `emb_dim`."
     dist = math.sqrt(2 * emb_dim) * math.exp(lam / 2) / 2
@@ -93,7 +93,7 @@ def rounding_error(E, lam:float, n:int=4096, generator=None) -> float:
     z, _ = diffuse(E[x].detach(), al, sg, generator=generator)
     return (round_embeddings(z, E.detach(), al, sg) != x).float().mean().item()
 
-# %% ../nbs/04_chain.ipynb #21403423
+# %% ../nbs/04_chain.ipynb #eb371bba
 def binary_entropy(p):
     "h(p) = -p log p - (1-p) log(1-p) in nats."
     p = as_tensor(p).double()
@@ -109,7 +109,7 @@ class Segment:
     def local(self, u): return (as_tensor(u) - self.start) / self.length
     def __repr__(self): return f"{type(self).__name__}({self.name}: [{self.start:g}, {self.end:g}))"
 
-# %% ../nbs/04_chain.ipynb #c58df7dd
+# %% ../nbs/04_chain.ipynb #8832fb43
 class MaskingSegment(Segment):
     """Tokens are masked (absorbing graph) or resampled (uniform graph) at the rate of a discrete schedule. The last
     segment runs its schedule in local time, so that everything is noised at u = 1; one that ends at a cut runs it in
@@ -125,7 +125,7 @@ class MaskingSegment(Segment):
     def rate(self, u): return self.schedule.rate((as_tensor(u) - self.start) / self.scale) / self.scale
     def mask_prob(self, u): return -torch.expm1(-self.sbar(u))
 
-# %% ../nbs/04_chain.ipynb #41f7e80e
+# %% ../nbs/04_chain.ipynb #a4fa2a4b
 @patch
 def draw(self:MaskingSegment, target, mask, u, generator=None):
     "x_u given the segment's target, and its importance weight (None for the uniform graph)."
@@ -138,7 +138,7 @@ def end_state(self:MaskingSegment, target, mask, generator=None):
     return self.graph.sample(target, self.sbar(torch.full((len(target),), self.end, dtype=torch.float64)), mask, generator)
 
 @patch
-def term(self:MaskingSegment, net, target, mask, u, generator=None, unweighted=False, costs=None, proposal=None):
+def term(self:MaskingSegment, net, target, mask, u, generator=None, unweighted=False, costs=None, proposal=None, prior=None):
     """Per-sequence estimate of the segment's integral per unit of global time, its draw led by the local time of u:
     for the absorbing graph, masking by count (`mask_by_count`) with the control variate of the target's token `costs`."""
     if not isinstance(self.graph, Absorbing):
@@ -152,7 +152,7 @@ def term(self:MaskingSegment, net, target, mask, u, generator=None, unweighted=F
         val = val - w / m * (costs * (x_t != target)).sum(1) + self.m_end * (costs * maskable).sum(1)
     return val / self.length
 
-# %% ../nbs/04_chain.ipynb #fa248ed0
+# %% ../nbs/04_chain.ipynb #8c97c3ce
 def discrete_step(graph, log_score, x, sbar_t, sbar_s, rate_t, dt, method, mask, generator, unmask_at_zero=True):
     "One reverse step of the token chain from noise sbar_t to sbar_s [B] (Euler or analytic), at real positions `mask`."
     s = log_score.double().exp()
@@ -193,7 +193,7 @@ def reverse(self:MaskingSegment, net, x, steps:int, generator=None, method:str='
         x = discrete_step(self.graph, ls, x, sb_t, sb_s, self.rate(t).expand(n), (t - s).expand(n), method, mask, generator, unmask)
     return x
 
-# %% ../nbs/04_chain.ipynb #61bbd308
+# %% ../nbs/04_chain.ipynb #a25a638f
 class GaussianSegment(Segment):
     "Embeddings are noised, z = alpha E[x] + sigma eps, from log-SNR lambda_max at the start down to its end's."
     kind = 'gauss'
@@ -206,7 +206,7 @@ class GaussianSegment(Segment):
     def alpha(self, u): return self.schedule.alpha(self.local(u))
     def sigma(self, u): return self.schedule.sigma(self.local(u))
 
-# %% ../nbs/04_chain.ipynb #3eec6236
+# %% ../nbs/04_chain.ipynb #d753d599
 def proposal_times(q, v):
     "Local times s [B] at stratification v [B] under the piecewise-constant density q [bins] (mean one), and q(s)."
     nb = len(q)
@@ -216,17 +216,34 @@ def proposal_times(q, v):
     return ((b + (v.double() - edges[b]) * nb / dens) / nb).clamp(0., 1 - 1e-12), dens
 
 @patch
-def term(self:GaussianSegment, net, target, mask, u, generator=None, unweighted=False, costs=None, proposal=None):
+def term(self:GaussianSegment, net, target, mask, u, generator=None, unweighted=False, costs=None, proposal=None, prior=None):
     """Per-sequence estimate of the VDM integrand per unit of global time, at the local time of u, or, with a `proposal`
-    density over local time, at the time it maps u to, divided by its density (`unweighted`: the paper's noise loss)."""
+    density over local time, at the time it maps u to, divided by its density (`unweighted`: the paper's noise loss).
+    With a `prior` over the table: minus the same integrand for the context-free Bayes denoiser of that prior, plus an
+    independent unbiased estimate of that integrand's integral (`prior_integral`)."""
     s, dens = (self.local(u), 1.) if proposal is None else proposal_times(proposal.to(u.device), self.local(u))
     u = self.start + self.length * s
     al, sg = self.alpha(u), self.sigma(u)
     z, eps = diffuse(net.embedding[target], al, sg, generator=generator)
     val, eps_hat = net.diffusion_term(target, z, eps, self.lam(u), self.dlam(u), al, sg, mask)
-    return (eps_loss(eps, eps_hat, mask).double() if unweighted else val) / dens
+    if unweighted: return eps_loss(eps, eps_hat, mask).double() / dens
+    if prior is None: return val / dens
+    base = net.diffusion_term(target, z, eps, self.lam(u), self.dlam(u), al, sg, mask, prior)[0]
+    return (val - base) / dens + self.prior_integral(net, target, mask, prior, generator) / self.length
 
-# %% ../nbs/04_chain.ipynb #465b99ae
+# %% ../nbs/04_chain.ipynb #7b8cd201
+@patch
+def prior_integral(self:GaussianSegment, net, target, mask, prior, generator=None):
+    """Unbiased estimate of the segment's integral for the context-free Bayes denoiser of `prior`: per token, the
+    expected posterior NLL of the true token at the segment's end minus at its start (one fresh draw of z each)."""
+    n, dev = len(target), target.device
+    ends = torch.tensor([0., 1.], dtype=torch.float64)
+    (a0, a1), (s0, s1) = self.schedule.alpha(ends).tolist(), self.schedule.sigma(ends).tolist()
+    nll = lambda a, s: net.decoder_nll(target, mask, torch.full((n,), a, device=dev), torch.full((n,), s, device=dev),
+                                       generator, prior=prior)
+    return nll(a1, s1) - nll(a0, s0)
+
+# %% ../nbs/04_chain.ipynb #12160692
 @patch
 @torch.no_grad()
 def reverse(self:GaussianSegment, net, z, steps:int, generator=None, method:str='ddpm', mask=None, progress:bool=False, clamp:bool=False):
@@ -246,7 +263,7 @@ def reverse(self:GaussianSegment, net, z, steps:int, generator=None, method:str=
             z = mean + col((v_ts * s_s ** 2 / s_t ** 2).sqrt()) * draw_normal(z.shape, generator, z.device, z.dtype)
     return z
 
-# %% ../nbs/04_chain.ipynb #c5fa82de
+# %% ../nbs/04_chain.ipynb #573289d3
 def _full(v, n:int, device): return torch.full((n,), float(v), dtype=torch.float64, device=device)
 
 def _zeros(n:int, device): return torch.zeros(n, dtype=torch.float64, device=device)
@@ -288,7 +305,7 @@ def decode(net, z, decoder:Decoder, allow:int=None, greedy:bool=True, generator=
         out.append(logits.argmax(-1) if greedy else draw_categorical(logits.softmax(-1), generator))
     return torch.cat(out).reshape(z.shape[:-1])
 
-# %% ../nbs/04_chain.ipynb #6b9e2053
+# %% ../nbs/04_chain.ipynb #25ed40e4
 class Boundary:
     """Where the chain's state changes form, or where it begins (u = 0) or ends (u = 1): its constants (computed once),
     its terms of the bound (`names`) and its maps in both directions."""
@@ -309,7 +326,7 @@ class Boundary:
         "The reverse map: the state the left segment's reverse starts from, given what the right segment's reverse made."
         return state
 
-# %% ../nbs/04_chain.ipynb #5296257d
+# %% ../nbs/04_chain.ipynb #fd8e11d1
 class Start(Boundary):
     "u = 0, the data. A Gaussian first segment pays the decoder term; the uniform graph pays for its noise at t = 0."
     def __init__(self, first:Segment, contextual:bool=False):
@@ -369,7 +386,7 @@ class End(Boundary):
         if isinstance(self.left.graph, Absorbing): return torch.full((n, L), self.left.graph.mask_id, dtype=torch.long, device=device)
         return draw_integers(0, self.left.graph.vocab_size, (n, L), generator, device)
 
-# %% ../nbs/04_chain.ipynb #ace8ddb2
+# %% ../nbs/04_chain.ipynb #75c9d1d5
 class TokensToTokens(Boundary):
     "Masking -> masking at a cut: the credit -H(x_c | x_prev), since x_c is random given the left segment's target."
     def __init__(self, name, left, right):
@@ -412,7 +429,7 @@ class TokensToGaussian(TokensToTokens):
     def reverse(self, model, state, generator=None, greedy:bool=True, **kw):
         return decode(model.nets[self.right.name], state, self.decoder, None, greedy, generator)
 
-# %% ../nbs/04_chain.ipynb #2c0d1cb3
+# %% ../nbs/04_chain.ipynb #daaad48d
 class GaussianToTokens(Boundary):
     """Gaussian -> masking at a cut: z_c is rounded into tokens x_c, and the bound pays the lifting term
     log q(z_c | x_prev) + log q(x_c | z_c) - log p(z_c | x_c), p(z_c | x_c) = N(alpha_c mu(x_c), sigma_c^2 I).
@@ -456,7 +473,7 @@ class GaussianToTokens(Boundary):
         e = self.lift_mean(model, x)
         return self.alpha * e + self.sigma * draw_normal(e.shape, generator, e.device, e.dtype)
 
-# %% ../nbs/04_chain.ipynb #c311b62e
+# %% ../nbs/04_chain.ipynb #88aeff36
 class Chain:
     "The segments covering [0, 1] and the boundaries between them (start, cuts, end), built once from a ProcessConfig."
     def __init__(self, cfg:ProcessConfig, vocab_size:int):

@@ -119,7 +119,8 @@ def run_eval(args) -> int:
         if chunks.vocab_size != model.cfg.vocab_size:
             raise ValueError(f"{args.corpus} has a vocabulary of {chunks.vocab_size} tokens but the model was trained on {model.cfg.vocab_size}: evaluate it on a corpus with its tokenizer")
         models, src = {model.kind: model}, markov_source() if chunks.corpus == 'markov' else None
-    results = [evaluate(m, chunks, args.time_samples, args.batch_size, args.seed, args.max_chunks, not args.json, name, src)
+    results = [evaluate(m, chunks, args.time_samples, args.batch_size, args.seed, args.max_chunks, not args.json, name, src,
+                        args.mc_target)
                for name, m in models.items()]
     _print_results(results, args.json)
     return 0
@@ -131,7 +132,8 @@ def add_eval_parser(subparsers):
     p.add_argument('--oracle', action='store_true', help='evaluate the exact oracles (SEDD and the a=b=0.35 hybrid) on markov')
     p.add_argument('--corpus', required=True)
     p.add_argument('--split', default='test')
-    p.add_argument('--time-samples', type=int, default=8, help='time samples per sequence (K)')
+    p.add_argument('--time-samples', type=int, default=8, help='rounds of time draws per sequence (K; the most with --mc-target)')
+    p.add_argument('--mc-target', type=float, default=None, help='as many rounds as bring the Monte Carlo error to this (nats/token)')
     p.add_argument('--max-chunks', type=int, default=None, help='evaluate the first N chunks only')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--seq-len', type=int, default=64, help='chunk length for --oracle')

@@ -42,13 +42,13 @@ def _evaluate_once(d:Path, info:dict, echunks, ev:dict, corpus:str, split:str, n
                    progress) -> BoundResult:
     "The bound of the checkpoint in `d`, once per checkpoint and evaluation setting (kept in `d/bound_*.json`)."
     key = dict(checkpoint=[info['step'], info['train_seconds']], corpus=corpus, split=split,    # identifies the weights
-               time_samples=ev['time_samples'], max_chunks=ev['max_chunks'], seed=0)
+               time_samples=ev['time_samples'], max_chunks=ev['max_chunks'], mc_target=ev.get('mc_target'), seed=0)
     f = d / f'bound_{corpus}_{split}.json'
     if f.exists() and (saved := json.loads(f.read_text()))['key'] == key:
         return BoundResult(**{**saved['result'], 'per_sequence': np.array(saved['result']['per_sequence'])})
     model = load_checkpoint(d, weights='ema', device=device or 'cpu')
     r = evaluate(model, echunks, ev['time_samples'], seed=0, max_chunks=ev['max_chunks'], progress=progress, name=name,
-                 exact_source=exact)
+                 exact_source=exact, mc_target=ev.get('mc_target'))
     tmp = f.with_suffix('.tmp')
     tmp.write_text(json.dumps(dict(key=key, result={**asdict(r), 'per_sequence': r.per_sequence.tolist()})))
     os.replace(tmp, f)
@@ -60,7 +60,7 @@ def reproduce(preset:str='cpu', out='runs/cpu', models=tuple(MODEL_KINDS), devic
     "Train and evaluate the models of a preset on identical data; write results.csv and plots to `out`."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if variants is None: variants = {BEST_VARIANT: HYBRID_VARIANTS[BEST_VARIANT]} if 'hybrid' in models else {}
-    ev = {k: overrides.pop(k) for k in ('time_samples', 'max_chunks') if k in overrides}
+    ev = {k: overrides.pop(k) for k in ('time_samples', 'max_chunks', 'mc_target') if k in overrides}
     if 'eval_split' in overrides: ev['split'] = overrides.pop('eval_split')
     runs = {kind: preset_configs(preset, kind, **overrides) for kind in models}      # validates preset and options
     ev = {**PRESETS[preset]['eval'], **ev}
@@ -134,7 +134,7 @@ def summary_table(df:pd.DataFrame) -> pd.DataFrame:
                       'NLL/token': [f"{'' if exact(m) else '<= '}{v:.3f} ± {se:.3f}" for m, v, se in
                                     zip(df['model'], df['nll_per_token'], df['nll_stderr'])],
                       'MC SE': df['mc_stderr'].round(4),
-                      'bits/byte': df['bits_per_byte'].round(3) if 'bits_per_byte' in df else np.nan,
+                      'bits/byte': pd.to_numeric(df.get('bits_per_byte'), errors='coerce').round(3) if 'bits_per_byte' in df else np.nan,
                       'PPL': [f"{'' if exact(m) else '<= '}{p:.1f}" for m, p in zip(df['model'], df['ppl'])],
                       **{f'vs {ref} (paired)': [_pm(d, se) + (resolved(d, se) if ref == 'SEDD' else '')
                                                  for d, se in zip(df[f'vs_{ref.lower()}'], df[f'vs_{ref.lower()}_stderr'])]

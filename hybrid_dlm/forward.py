@@ -229,22 +229,29 @@ def _order_statistic(k, N, x:float, generator, Kmax:int):
 
 # %% ../nbs/02_forward.ipynb #kfirst03
 def mask_by_count(target, mask, mask_id:int, v, m_end:float=1., generator=None):
-    "Importance-weighted masking at a uniform level m in [0, m_end], drawn count first: (x_m, m, k, weight) per sequence."
+    """Importance-weighted masking at a level m in [0, m_end], drawn half the time count first (v < 1/2) and half the
+    time level first (the plain draw), weighted by the balance heuristic: (x_m, m, k, weight) per sequence."""
     cand = (target != mask_id) & mask
     n, B, L = cand.sum(1), *target.shape
+    v = as_tensor(v).double().to(n.device)
+    by_count, v = v < 0.5, torch.where(v < 0.5, 2 * v, 2 * v - 1)
     tail = _binom_tail(n + 1, m_end, L + 1)                         # P(Binom(n+1, m_end) >= j)
     A = torch.where(torch.arange(L + 1, device=n.device)[None] <= n[:, None], tail[:, 1:], torch.zeros_like(tail[:, 1:]))
     A = A / (n[:, None] + 1)                                          # A_k, k = 0..L
     Z = A.sum(1)
     cdf = A.cumsum(1) / Z[:, None]
-    k = torch.minimum((cdf <= as_tensor(v).double().to(n.device)[:, None]).sum(1), n)
+    k = torch.minimum((cdf <= v[:, None]).sum(1), n)
     kk, nn = torch.where(k > 0, k, 1), torch.where(k > 0, n, n + 1)
-    m = _order_statistic(kk, nn, m_end, generator, L + 1)
+    m_count = _order_statistic(kk, nn, m_end, generator, L + 1)
+    keys = torch.where(cand, draw_uniform((B, L), generator, target.device, torch.float64), torch.full((B, L), 2., dtype=torch.float64, device=target.device))
+    m_level = (m_end * v).clamp(min=1e-300)                          # level first: uniform m, then each token w.p. m
+    k = torch.where(by_count, k, (cand & (keys < m_level[:, None])).sum(1))
+    m = torch.where(by_count, m_count, m_level)
     F = _binom_tail(n, m_end, L + 1).gather(1, k[:, None])[:, 0]     # I_{m_end}(k, n - k + 1) = P(Binom(n, m_end) >= k)
     ratio = F / tail.gather(1, (k + 1)[:, None])[:, 0].clamp(min=1e-300)   # over (n + 1) A_k
-    weight = torch.where(k > 0, m * (n + 1) * Z * ratio / k.clamp(min=1), Z)
-    keys = torch.where(cand, draw_uniform((B, L), generator, target.device, torch.float64), torch.full((B, L), 2., dtype=torch.float64, device=target.device))
-    hit = (keys.argsort(1).argsort(1) < k[:, None]) & cand
+    w_count = torch.where(k > 0, m * (n + 1) * Z * ratio / k.clamp(min=1), Z)   # p / q for the count-first draw
+    weight = 2 / (1 / w_count + 1 / Z)                                # p / (q_count / 2 + q_level / 2), q_level = p / Z
+    hit = torch.where(by_count[:, None], keys.argsort(1).argsort(1) < k[:, None], keys < m_level[:, None]) & cand
     return torch.where(hit, torch.full_like(target, mask_id), target), m, k, weight
 
 # %% ../nbs/02_forward.ipynb #38a4f63e

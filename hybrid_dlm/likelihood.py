@@ -57,16 +57,30 @@ def _rounds(model, x, m, K:int, generator):
         yield {**out, **model.boundary_terms(x, m, generator)}
 
 @torch.no_grad()
+def _rounds_for(model, ids, mask, mc_target:float, most:int, generator, device, dtype, pilot:int=64) -> int:
+    "Rounds K that bring the Monte Carlo error on all of `ids` to `mc_target` (2 to `most`), from 2 rounds on the first chunks."
+    x, m = ids[:pilot].to(device), mask[:pilot].to(device)
+    with autocast(device, dtype): est = np.stack([sum(v.double() for v in r.values()).cpu().numpy()
+                                                  for r in _rounds(model, x, m, 2, generator)])
+    per_round = est.var(0, ddof=1).mean()                           # one round's variance, per sequence
+    need = per_round * len(ids) / (mc_target * mask.sum().item()) ** 2
+    return int(min(max(2, math.ceil(need)), most))
+
+@torch.no_grad()
 def estimate_bound(model, ids, mask, time_samples:int=8, batch_size:int=64, seed:int=0, progress:bool=True,
-                   name:str=None, corpus:str='', split:str='', device=None, dtype=None) -> BoundResult:
-    "Estimate the NLL upper bound per token of `model` on chunks `ids` [N, L] (real tokens where `mask`), under the precision policy (or `dtype`)."
+                   name:str=None, corpus:str='', split:str='', device=None, dtype=None, mc_target:float=None) -> BoundResult:
+    """Estimate the NLL upper bound per token of `model` on chunks `ids` [N, L] (real tokens where `mask`), under the
+    precision policy (or `dtype`), in `time_samples` rounds, or, with `mc_target`, in as many rounds (at most
+    `time_samples`) as a pilot on separate draws says bring the Monte Carlo error down to it."""
     ids, mask = (torch.as_tensor(np.array(v)) for v in (ids, mask))       # a copy: chunks may be a read-only memmap
     ids, mask = ids.long(), mask.bool()
     if len(ids) == 0 or not mask.any(): raise ValueError("No tokens to evaluate: the chunks are empty")
+    if time_samples < 1: raise ValueError(f"time_samples must be at least 1, got {time_samples}")
     device = device or model.device
-    K = 1 if model.exact else time_samples
-    if K < 1: raise ValueError(f"time_samples must be at least 1, got {time_samples}")
     was_training = model.training; model.eval()
+    K = 1 if model.exact else time_samples
+    if mc_target and not model.exact:                               # the pilot's draws are its own: the estimate stays unbiased
+        K = _rounds_for(model, ids, mask, mc_target, time_samples, seeded_generator(seed + 1, device), device, dtype)
     gen = seeded_generator(seed, device)
     N = len(ids)
     total, sq, terms = np.zeros(N), np.zeros(N), {}
@@ -172,11 +186,12 @@ def plot_breakdown(df:pd.DataFrame, ax=None, title='bound by term'):
 
 # %% ../nbs/08_likelihood.ipynb #81d6101a
 def evaluate(model, chunks:Chunks, time_samples:int=8, batch_size:int=64, seed:int=0, max_chunks:int=None,
-             progress:bool=True, name:str=None, exact_source:MarkovSource=None) -> BoundResult:
+             progress:bool=True, name:str=None, exact_source:MarkovSource=None, mc_target:float=None) -> BoundResult:
     """The bound of `model` on `chunks` (the first `max_chunks`), in nats per token and in bits per byte; with
-    `exact_source`, also the exact NLL of the same tokens."""
+    `exact_source`, also the exact NLL of the same tokens (`mc_target`: see `estimate_bound`)."""
     ids, mask = chunks.ids[:max_chunks], chunks.mask[:max_chunks]
-    res = estimate_bound(model, ids, mask, time_samples, batch_size, seed, progress, name, chunks.corpus, chunks.split)
+    res = estimate_bound(model, ids, mask, time_samples, batch_size, seed, progress, name, chunks.corpus, chunks.split,
+                         mc_target=mc_target)
     if exact_source is not None: res.exact_nll_per_token = float(exact_source.nll(ids, mask.sum(1)).sum() / mask.sum())
     if (nbytes := chunk_bytes(chunks)) is not None:
         res.bits_per_byte = float(res.per_sequence.sum() / (math.log(2) * nbytes[:max_chunks].sum()))

@@ -20,7 +20,7 @@ from .losses import log_r, sedd_scaled, dse_absorbing, dse_uniform, eps_from_x0,
 from .backbone import Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params, autocast
 from .chain import ProcessConfig, Chain, GaussianToTokens, round_embeddings, rounding_error_bound
 
-# %% ../nbs/06_models.ipynb #44d3069a
+# %% ../nbs/06_models.ipynb #a0812ac1
 PROPOSAL_BINS = 32                  # bins of the time proposals of Gaussian segments
 
 MODEL_KINDS = {'ar': None, 'sedd': 'mask', 'continuous': 'gauss', 'hybrid': 'mask 0.35 gauss 0.75 mask'}   # kind: its chain
@@ -78,12 +78,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d:dict): return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
-# %% ../nbs/06_models.ipynb #7ec864b5
+# %% ../nbs/06_models.ipynb #e327f437
 def rows_sum(values, rows, n:int):
     "Sum per-row values into per-sequence totals [n] (float64)."
     return torch.zeros(n, dtype=torch.float64, device=values.device).index_add_(0, rows, values.double())
 
-# %% ../nbs/06_models.ipynb #5841be27
+# %% ../nbs/06_models.ipynb #eccdd433
 class DiscreteDenoiser(nn.Module):
     "Gives log concrete scores log s(x_t)_y over the tokens y for a token graph (absorbing or uniform)."
     def __init__(self, graph):
@@ -110,10 +110,11 @@ class DiscreteDenoiser(nn.Module):
         return rows_sum(rate[rows] * per, rows, x_t.shape[0])
 
 class SEDD(DiscreteDenoiser):
-    "The SEDD network: backbone conditioned on the total noise, a vocabulary head giving log-scores (SEDD scaling) or p(x0 | x_t)."
-    def __init__(self, bcfg, vocab_size:int, graph:str='absorbing', param:str='score'):
+    """The SEDD network: backbone conditioned on the noise, a vocabulary head giving log-scores or p(x0 | x_t). The
+    log-scores are scaled by the ratio r of the *total* masking noise, `base` (what the target already carries) + sbar."""
+    def __init__(self, bcfg, vocab_size:int, graph:str='absorbing', param:str='score', base:float=0.):
         super().__init__(Absorbing(vocab_size) if graph == 'absorbing' else Uniform(vocab_size))
-        self.param = param
+        self.param, self.base = param, base
         self.net = Backbone(bcfg, vocab_size=self.graph.n_states)
         self.head = nn.Linear(bcfg.d_model, vocab_size)
 
@@ -121,23 +122,24 @@ class SEDD(DiscreteDenoiser):
         "The trunk's states; it reads `cond` (default: sbar) as its noise level."
         return self.net(x_t, as_tensor(sbar if cond is None else cond).to(x_t.device).float(), mask)
 
-    def log_score(self, x_t, sbar, mask=None, cond=None):
-        "Log-scores at noise sbar [B] (the trunk conditioned on `cond`, default sbar)."
-        sbar = as_tensor(sbar).to(x_t.device)
+    def log_score(self, x_t, sbar, mask=None, cond=None, base=None):
+        "Log-scores at noise sbar [B] (the trunk conditioned on `cond`, default sbar; `base`, default the network's)."
+        sbar, base = as_tensor(sbar).to(x_t.device), self.base if base is None else base
         raw = self.head(self.hidden(x_t, sbar, mask, cond)).float()
         if isinstance(self.graph, Uniform): return raw
         if self.param == 'x0': return log_r(sbar.double()).float()[:, None, None] + raw.log_softmax(-1)
-        return sedd_scaled(raw, sbar.double(), self.vocab_size).float()
+        return sedd_scaled(raw, sbar.double() + base, self.vocab_size).float()
 
-    def dse(self, x_t, target, mask, sbar, rate, weight=None, cond=None):
+    def dse(self, x_t, target, mask, sbar, rate, weight=None, cond=None, base=None):
         "The same loss as `DiscreteDenoiser.dse`, with the fused head evaluated only at masked positions."
         if isinstance(self.graph, Uniform): return super().dse(x_t, target, mask, sbar, rate, weight)
+        base = self.base if base is None else base
         sbar, rate = as_tensor(sbar).double().to(x_t.device), as_tensor(rate).double().to(x_t.device)
         if weight is not None: rate = rate * as_tensor(weight).double().to(x_t.device)   # folded in: one upstream gradient per row
         h = self.hidden(x_t, sbar, mask, cond)
         pos = mask & (x_t == self.graph.mask_id)
         rows, tgt = pos.nonzero()[:, 0], target[pos]
-        lr, rt = log_r(sbar)[rows], rate[rows]
+        lr, rt, lo = log_r(sbar)[rows], rate[rows], log_r(sbar + base)[rows]   # the loss's ratio, the output's scale
         is_tok = tgt != self.graph.mask_id
         wr = rt * lr.exp()                                     # sigma * r, the weight of the clean-token term
         tgt = torch.where(is_tok, tgt, 0)
@@ -146,12 +148,12 @@ class SEDD(DiscreteDenoiser):
             per = linear_cross_entropy(h[pos], self.head.weight, self.head.bias, tgt, wr.float(), reduction='none')
         else:
             logV = math.log(self.vocab_size)
-            per = linear_score_entropy(h[pos], self.head.weight, self.head.bias, tgt, (rt.log() + lr - logV).float(),
+            per = linear_score_entropy(h[pos], self.head.weight, self.head.bias, tgt, (rt.log() + lo - logV).float(),
                                        (wr * is_tok).float(), reduction='none')
-            per = per.double() + wr * (logV - 1) * is_tok
+            per = per.double() + wr * (logV - 1 + lr - lo) * is_tok
         return rows_sum(per, rows, x_t.shape[0])
 
-# %% ../nbs/06_models.ipynb #3196e2cf
+# %% ../nbs/06_models.ipynb #f0dfce5a
 def table_softmax_mean(q, keys, values):
     "sum_y softmax(q . keys_y) values_y for queries q [N, k]: one attention call over the table (no [N, V] matrix)."
     k, dv = keys.shape[-1], values.shape[-1]
@@ -171,10 +173,10 @@ class ContinuousDenoiser(nn.Module):
         self.out = nn.Linear(bcfg.d_model, emb_dim)
         nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)   # x0: starts as the context-free Bayes denoiser
 
-    def keys(self):
+    def keys(self, bias=None):
         "Table rows [E_y, ||E_y||^2, b_y]: a query [a z / s^2 + h, -a^2 / (2 s^2), 1] dotted with them gives the logits."
-        E = self.embedding
-        return torch.cat([E, E.pow(2).sum(-1, keepdim=True), self.bias[:, None]], -1)
+        E, b = self.embedding, self.bias if bias is None else bias.to(self.embedding)
+        return torch.cat([E, E.pow(2).sum(-1, keepdim=True), b[:, None]], -1)
 
     def queries(self, z, alpha, sigma, h=None):
         a, s2 = per_row(alpha, z), per_row(sigma, z) ** 2
@@ -186,29 +188,31 @@ class ContinuousDenoiser(nn.Module):
         scale = (per_row(alpha, z) ** 2 * self.embedding.detach().pow(2).mean() + per_row(sigma, z) ** 2).sqrt()
         return self.out(self.net(z / scale, as_tensor(lam).to(z).float(), mask)).float()
 
-    def denoise(self, z, lam, alpha, sigma, mask=None):
-        "Predicted noise and clean embedding (eps_hat, e_hat) for noisy embeddings z [B, L, d] at log-SNR lam [B]."
-        h = self.correction(z, lam, alpha, sigma, mask)
-        if self.param == 'eps': return h, x0_from_eps(z, h, alpha, sigma)
-        q = self.queries(z, alpha, sigma, h)
-        if mask is None: e_hat = table_softmax_mean(q.reshape(-1, q.shape[-1]), self.keys(), self.embedding).reshape(z.shape)
+    def denoise(self, z, lam, alpha, sigma, mask=None, prior=None):
+        """Predicted noise and clean embedding (eps_hat, e_hat) for noisy embeddings z [B, L, d] at log-SNR lam [B]; with a
+        `prior` (log-probabilities over the table), the context-free Bayes denoiser of that prior instead (no network)."""
+        h = self.correction(z, lam, alpha, sigma, mask) if prior is None else None
+        if self.param == 'eps' and prior is None: return h, x0_from_eps(z, h, alpha, sigma)
+        q, keys = self.queries(z, alpha, sigma, h), self.keys(prior)
+        if mask is None: e_hat = table_softmax_mean(q.reshape(-1, q.shape[-1]), keys, self.embedding).reshape(z.shape)
         else:                                                       # padding needs no prediction
-            e_hat = torch.zeros_like(z).masked_scatter(mask[..., None], table_softmax_mean(q[mask], self.keys(), self.embedding))
+            e_hat = torch.zeros_like(z).masked_scatter(mask[..., None], table_softmax_mean(q[mask], keys, self.embedding))
         return eps_from_x0(z, e_hat, alpha, sigma), e_hat
 
-    def diffusion_term(self, x, z, eps, lam, dlam, alpha, sigma, mask):
+    def diffusion_term(self, x, z, eps, lam, dlam, alpha, sigma, mask, prior=None):
         "Per-sequence integrand of the VDM bound, -1/2 dlam ||eps - eps_hat||^2 over real positions (dlam per unit of time)."
-        eps_hat, e_hat = self.denoise(z, lam, alpha, sigma, mask)
-        if self.param == 'eps': sq = eps_loss(eps, eps_hat, mask)
+        eps_hat, e_hat = self.denoise(z, lam, alpha, sigma, mask, prior)
+        if self.param == 'eps' and prior is None: sq = eps_loss(eps, eps_hat, mask)
         else: sq = (torch.exp(as_tensor(lam).double()).to(z) * ((self.embedding[x] - e_hat).pow(2).sum(-1) * mask).sum(-1))
         return -0.5 * as_tensor(dlam).double().to(z.device) * sq.double(), eps_hat
 
-    def decoder_nll(self, x, mask, alpha, sigma, generator=None, lam=None):
-        "Per-sequence -log p(x | z) at real positions, z = alpha E[x] + sigma eps drawn here; contextual when `lam` is given."
+    def decoder_nll(self, x, mask, alpha, sigma, generator=None, lam=None, prior=None):
+        """Per-sequence -log p(x | z) at real positions, z = alpha E[x] + sigma eps drawn here; contextual when `lam` is
+        given; with a `prior` (log-probabilities over the table), the posterior of that prior instead of the decoder's."""
         z, _ = diffuse(self.embedding[x], alpha, sigma, generator=generator)
         h = None if lam is None else self.correction(z, lam, alpha, sigma, mask)
         q, rows = self.queries(z, alpha, sigma, h)[mask], mask.nonzero()[:, 0]
-        per = linear_cross_entropy(q, self.keys(), None, x[mask], reduction='none')
+        per = linear_cross_entropy(q, self.keys(prior), None, x[mask], reduction='none')
         return rows_sum(per, rows, x.shape[0])
 
     def rounding_logq(self, z, x, alpha, sigma, mask):
@@ -226,7 +230,7 @@ class ContinuousDenoiser(nn.Module):
         "Tokens for vectors z (see `round_embeddings`)."
         return round_embeddings(z, self.embedding.detach(), alpha, sigma, rule, generator)
 
-# %% ../nbs/06_models.ipynb #c2f7ffa0
+# %% ../nbs/06_models.ipynb #856f0f5e
 class SegmentNoise(nn.Module):
     "A shared noise embedding plus a learned vector that tells the shared trunk which segment it is working on."
     def __init__(self, inner, d_cond:int):
@@ -246,9 +250,9 @@ class ShiftedNoise(nn.Module):
     @property
     def vocab_size(self): return self.inner.vocab_size
     def log_score(self, x_t, sbar, mask=None):
-        return self.inner.log_score(x_t, sbar, mask, cond=as_tensor(sbar) + self.offset)
+        return self.inner.log_score(x_t, sbar, mask, cond=as_tensor(sbar) + self.offset, base=self.offset)
     def dse(self, x_t, target, mask, sbar, rate, weight=None):
-        return self.inner.dse(x_t, target, mask, sbar, rate, weight, cond=as_tensor(sbar) + self.offset)
+        return self.inner.dse(x_t, target, mask, sbar, rate, weight, cond=as_tensor(sbar) + self.offset, base=self.offset)
 
 class LearnedLifting(nn.Module):
     "mu(x_b) = E[x_b] + a correction from a small bidirectional network that sees the whole sequence E[x_b]."
@@ -259,7 +263,7 @@ class LearnedLifting(nn.Module):
         nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)     # starts as the Gaussian lifting
     def forward(self, e, mask=None): return e + self.out(self.net(e, None, mask)).float()
 
-# %% ../nbs/06_models.ipynb #2aeb105a
+# %% ../nbs/06_models.ipynb #70954b6e
 class LanguageModel(nn.Module):
     "What every model offers: `terms` (per-sequence terms of its NLL bound, nats), `loss`, `sample`, input checks."
     exact = False                    # True when `terms` is the exact NLL (one evaluation is enough)
@@ -298,7 +302,7 @@ class DiffusionLM(LanguageModel):
                 self.nets[seg.name] = ShiftedNoise(self.nets[masking[0].name], self.noise_before(seg))
             else:
                 param = 'score' if seg.target_has_mask else net.param
-                self.nets[seg.name] = SEDD(self.bcfg, V, cfg.process.graph, param)
+                self.nets[seg.name] = SEDD(self.bcfg, V, cfg.process.graph, param, self.noise_before(seg))
         lifts = [c for c in self.chain.cuts if isinstance(c, GaussianToTokens)]
         self.lifting = LearnedLifting(self.bcfg, net.emb_dim) if cfg.process.lifting == 'learned' and lifts else None
         for cut in lifts:
@@ -313,6 +317,14 @@ class DiffusionLM(LanguageModel):
         "The unigram cost -log p(x_i) of every token of x (0 for MASK), or None when the model knows no unigram."
         if not self.unigram_nll.any(): return None
         return torch.where(x < self.cfg.vocab_size, self.unigram_nll[x.clamp(max=self.cfg.vocab_size - 1)], 0.).double()
+
+    def table_prior(self, seg):
+        """log p0 over a Gaussian segment's table, p0 the unigram law of its target (MASK included), for the segment's
+        control variate; None in training (where it would only cost time) or when the model knows no unigram."""
+        if seg.kind != 'gauss' or self.training or not self.unigram_nll.any(): return None
+        m = float(self.chain.masked_fraction(torch.tensor(seg.start, dtype=torch.float64)))
+        logp = -self.unigram_nll.double() + math.log1p(-m)
+        return torch.cat([logp, logp.new_full((1,), math.log(max(m, 1e-300)))]) if self.nets[seg.name].n_tokens > len(logp) else logp
 
     def time_proposal(self, seg):
         "The density over a Gaussian segment's local time its draws follow (None: uniform)."
@@ -330,7 +342,7 @@ class DiffusionLM(LanguageModel):
         for net in nets:
             net.blocks, net.final_ada, net.noise = shared.blocks, shared.final_ada, SegmentNoise(noise, self.bcfg.d_cond)
 
-# %% ../nbs/06_models.ipynb #693e0cd7
+# %% ../nbs/06_models.ipynb #488d960c
 @patch
 def walk(self:DiffusionLM, x0, mask, upto:int, generator=None):
     "The chain's states at the cuts before segment `upto`: each segment's target ('targets') and the Gaussian states ('noisy')."
@@ -357,7 +369,7 @@ def terms(self:DiffusionLM, x0, mask, u, generator=None, boundary='all', unweigh
         g = groups[seg.k] = dict(rows=rows, mask=mask[rows], **self.walk(x0[rows], mask[rows], seg.k, generator))
         target = g['targets'][-1]
         out[seg.name][rows] = seg.term(self.nets[seg.name], target, g['mask'], u[rows], generator, unweighted,
-                                       self.token_costs(target), self.time_proposal(seg))
+                                       self.token_costs(target), self.time_proposal(seg), self.table_prior(seg))
     if boundary == 'none': return out
     if boundary != 'all':
         for b in self.chain.boundaries: out.update(b.bound_sampled(self, groups, x0, mask, generator))
@@ -380,7 +392,7 @@ def loss(self:DiffusionLM, x0, mask, u, generator=None):
     "Per-sequence training loss: the sum of the terms (Gaussian segments unweighted with gauss_loss='eps')."
     return sum(self.terms(x0, mask, u, generator, 'sample', unweighted=self.cfg.gauss_loss == 'eps').values())
 
-# %% ../nbs/06_models.ipynb #f1ee57c7
+# %% ../nbs/06_models.ipynb #15dd9fc2
 @patch
 @torch.no_grad()
 def sample(self:DiffusionLM, n:int, steps:int=128, seq_len:int=None, generator=None, progress:bool=False, return_states:bool=False,
@@ -404,7 +416,7 @@ def sample(self:DiffusionLM, n:int, steps:int=128, seq_len:int=None, generator=N
     self.train(was_training)
     return (state, states) if return_states else state
 
-# %% ../nbs/06_models.ipynb #2d4bae77
+# %% ../nbs/06_models.ipynb #f1eeb94d
 class AR(LanguageModel):
     "Autoregressive transformer on the shared backbone: exact NLL, no time."
     exact = True
@@ -455,7 +467,7 @@ def build_model(cfg:ModelConfig=None, **kwargs) -> LanguageModel:
     cfg = cfg or ModelConfig(**kwargs)
     return AR(cfg) if cfg.kind == 'ar' else DiffusionLM(cfg)
 
-# %% ../nbs/06_models.ipynb #0d5ae26f
+# %% ../nbs/06_models.ipynb #a1df61b6
 @patch
 @torch.no_grad()
 def fit_proposal(self:DiffusionLM, x0, mask, generator=None, floor:float=0.1):
@@ -478,15 +490,16 @@ def fit_proposal(self:DiffusionLM, x0, mask, generator=None, floor:float=0.1):
 @torch.no_grad()
 def init_unigram(self:DiffusionLM, logp):
     """Start every network at the data's unigram distribution `logp` [V]: each output bias at the context-free optimum
-    (log-scores log p + log V, x0 logits log p, the Gaussian decoder's prior log p with its MASK share), and the token
-    costs of the control variates."""
+    (log-scores log p + log V, x0 logits log p; the Gaussian decoder's prior log p + log(1 - m) and log m for MASK after
+    a masking segment that masked a fraction m; a later masking segment needs nothing more, since its scores are
+    scaled by the chain's total masking noise), and the token costs of the control variates."""
     logp = as_tensor(logp).float().to(self.unigram_nll.device)
     self.unigram_nll.copy_(-logp)
     for seg in self.chain.segments:
         net, m = self.nets[seg.name], float(self.chain.masked_fraction(torch.tensor(seg.start, dtype=torch.float64)))
         if isinstance(net, ShiftedNoise) or not hasattr(net, 'head' if seg.kind == 'mask' else 'bias'): continue
         if seg.kind == 'mask':
-            if isinstance(seg.graph, Absorbing): net.head.bias.copy_(logp + math.log1p(-m) + (0. if net.param == 'x0' else math.log(len(logp))))
+            if isinstance(seg.graph, Absorbing): net.head.bias.copy_(logp + (0. if net.param == 'x0' else math.log(len(logp))))
         else:
             prior = logp + math.log1p(-m)
             net.bias.copy_(torch.cat([prior, prior.new_full((1,), math.log(max(m, 1e-30)))]) if len(net.bias) > len(logp) else prior)

@@ -62,15 +62,15 @@ PRESETS = {
                   eval=dict(corpus='wiki-vital', split='test', max_chunks=32, time_samples=2)),
     'cpu': dict(model=dict(size='cpu', seq_len=64, emb_dim=16),
                 train=dict(corpus='wiki-vital', steps=150, batch_size=32, lr=2e-3, warmup=15, ckpt_every=50, log_every=5, ema=0.98),
-                eval=dict(corpus='wiki-vital', split='test', max_chunks=512, time_samples=2)),
+                eval=dict(corpus='wiki-vital', split='test', max_chunks=512, time_samples=16, mc_target=0.02)),
     'cpu-paper': dict(model=dict(size='cpu', seq_len=64, emb_dim=16),
                       train=dict(corpus='wiki-vital', steps=2000, batch_size=32, lr=2e-3, warmup=100, lr_schedule='cosine',
                                  ckpt_every=100, log_every=10, ema=0.995),
-                      eval=dict(corpus='wiki-vital', split='test', max_chunks=512, time_samples=2)),
+                      eval=dict(corpus='wiki-vital', split='test', max_chunks=512, time_samples=16, mc_target=0.02)),
     'paper': dict(model=dict(size='small', seq_len=64, emb_dim=64),
                   train=dict(corpus='openwebtext', max_docs=20000, steps=2000, batch_size=32, lr=1e-4, warmup=100, ckpt_every=500,
                              log_every=10, ema=0.999),
-                  eval=dict(corpus='wikitext-103', split='test', max_chunks=None, time_samples=8)),
+                  eval=dict(corpus='wikitext-103', split='test', max_chunks=None, time_samples=16, mc_target=0.02)),
 }
 
 CONFIGS = (ProcessConfig, NetworkConfig, ModelConfig, TrainConfig)   # the config tree: every field name is a flag
