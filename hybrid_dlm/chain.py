@@ -187,7 +187,7 @@ def recording(stats:SampleStats=None):
     try: yield stats
     finally: _sync(); stats.seconds += time.perf_counter() - t0; _STATS.reset(token)
 
-SAMPLE_BLOCK = {'cpu': 2 ** 21, 'cuda': 2 ** 24}   # logits a sampler computes at once (float32: 8 MiB, 64 MiB)
+SAMPLE_BLOCK = {'cpu': 2 ** 21, 'cuda': 2 ** 22}   # logits a sampler computes at once (float32: 8 MiB, 16 MiB)
 
 def sample_rows(device, n_classes:int) -> int:
     "Rows of logits a sampler computes at once: SAMPLE_BLOCK elements for the device's kind."
@@ -388,11 +388,12 @@ class Decoder:
         return g['rows'][pick], (w / self.seg.length) * self.nll(net, g['targets'][-1][pick], g['mask'][pick], generator)
 
 @torch.no_grad()
-def decode(net, z, decoder:Decoder, allow:int=None, greedy:bool=True, generator=None, rows:int=256,
+def decode(net, z, decoder:Decoder, allow:int=None, greedy:bool=True, generator=None, rows:int=None,
            temperature:float=1., top_p:float=1.):
     """Tokens from vectors z [B, L, d] with the decoder's logits (those of its bound term): the argmax, or a float64
-    Gumbel-max draw at `temperature` within the nucleus `top_p`."""
+    Gumbel-max draw at `temperature` within the nucleus `top_p`; `rows` positions at a time (default: `sample_rows`)."""
     n = len(z)
+    rows = rows or max(1, sample_rows(z.device, 2 * len(net.keys())))        # float64 logits: half the float32 rows
     al, sg = torch.full((n,), decoder.alpha, dtype=torch.float64), torch.full((n,), decoder.sigma, dtype=torch.float64)
     with network_call(0. if decoder.lam is None else 1.):
         h = None if decoder.lam is None else net.correction(z, torch.full((n,), decoder.lam), al, sg)
