@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['SIZES', 'HEAD_CHUNK_ROWS', 'EXP_FLOOR', 'BackboneConfig', 'backbone_config', 'noise_features', 'NoiseEmbedding',
            'rotary_tables', 'apply_rotary', 'Rotary', 'attention_mask', 'layer_norm32', 'modulate', 'zero_init_linear',
-           'Block', 'input_layer', 'neighbour', 'Backbone', 'perturb_zero_init', 'flops_per_token',
-           'default_chunk_rows', 'linear_cross_entropy', 'linear_score_entropy', 'time_calls', 'autocast',
-           'CompileUnavailable', 'check_compile', 'compile_backbones', 'saved_bytes', 'activation_bytes',
+           'Block', 'input_layer', 'neighbour', 'Backbone', 'perturb_zero_init', 'KVCache', 'step', 'new_cache',
+           'flops_per_token', 'default_chunk_rows', 'linear_cross_entropy', 'linear_score_entropy', 'time_calls',
+           'autocast', 'CompileUnavailable', 'check_compile', 'compile_backbones', 'saved_bytes', 'activation_bytes',
            'count_params', 'param_table', 'peak_matmul_flops', 'train_step_flops']
 
 # %% ../nbs/05_backbone.ipynb #ca810fa6
@@ -156,19 +156,21 @@ class Block(nn.Module):
         self.ada = zero_init_linear(cfg.d_cond, 6 * d)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def attend(self, x, cos, sin, attn_mask, is_causal):
-        "Multi-head self-attention with rotary queries and keys."
+    def attend(self, x, cos, sin, attn_mask, is_causal, cache=None, i:int=0):
+        "Multi-head self-attention with rotary queries and keys (and, with a `KVCache`, the cached positions' keys)."
         B, L, d = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None: k, v = cache.extend(i, k, v)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(o.transpose(1, 2).reshape(B, L, d))
 
-    def forward(self, x, c, cos, sin, attn_mask=None, is_causal=False):
+    def forward(self, x, c, cos, sin, attn_mask=None, is_causal=False, cache=None, i:int=0):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)
-        x = x + gate1[:, None] * self.drop(self.attend(modulate(layer_norm32(x), shift1, scale1), cos, sin, attn_mask, is_causal))
+        a = self.attend(modulate(layer_norm32(x), shift1, scale1), cos, sin, attn_mask, is_causal, cache, i)
+        x = x + gate1[:, None] * self.drop(a)
         return x + gate2[:, None] * self.drop(self.mlp(modulate(layer_norm32(x), shift2, scale2)))
 
 # %% ../nbs/05_backbone.ipynb #a528468b
@@ -246,6 +248,49 @@ def perturb_zero_init(model:nn.Module, std:float=0.1, seed:int=0) -> nn.Module:
         if getattr(m, 'zero_init', False):
             for p in m.parameters(recurse=False): p.copy_(draw_normal(p.shape, gen, p.device) * std)
     return model
+
+# %% ../nbs/05_backbone.ipynb #kvc00002
+class KVCache:
+    "Keys and values of the positions a causal trunk has decoded so far (a pair per block), and its fixed conditioning."
+    def __init__(self, n_layer:int, max_len:int):
+        self.keys, self.values, self.max_len, self.pos, self.cond = [None] * n_layer, [None] * n_layer, max_len, 0, None
+        self.left = None                                   # the last position's left-neighbour row, for the next one
+
+    def extend(self, i:int, k, v):
+        "Store block i's keys and values [B, H, T, hd] at the next T positions; return those of every position so far."
+        end = self.pos + k.shape[2]
+        if self.keys[i] is None:
+            self.keys[i] = k.new_empty(*k.shape[:2], self.max_len, k.shape[3])
+            self.values[i] = v.new_empty(*v.shape[:2], self.max_len, v.shape[3])
+        self.keys[i][:, :, self.pos:end], self.values[i][:, :, self.pos:end] = k, v
+        return self.keys[i][:, :, :end], self.values[i][:, :, :end]
+
+def step(self:Backbone, x, cache:KVCache, cond=None):
+    "Hidden states [B, T, d_model] of the next T positions x [B, T] of a causal trunk, attending to the cached ones."
+    if not self.causal: raise ValueError("only a causal backbone decodes position by position: use causal=True")
+    self._check(x, cond, None)
+    B, T = x.shape[:2]
+    pos, end = cache.pos, cache.pos + T
+    if end > cache.max_len: raise ValueError(f"the cache holds {cache.max_len} positions; {end} were asked for")
+    if cache.cond is None: cache.cond = self.noise(torch.zeros(B, device=x.device) if cond is None else cond)
+    h = self.embed(x).float()
+    if self.left is not None:
+        rows = self.left(x).float()
+        before = cache.left if cache.left is not None else torch.zeros_like(rows[:, :1])
+        h, cache.left = h + torch.cat([before, rows[:, :-1]], 1), rows[:, -1:]
+    cos, sin = (t[pos:end] for t in self.rotary(cache.max_len, h.device))
+    ar = torch.arange(end, device=h.device)
+    attn_mask = None if T == 1 else ar[None, :] <= ar[pos:, None]              # query pos + t sees keys up to pos + t
+    for i, block in enumerate(self.blocks): h = block(h, cache.cond, cos, sin, attn_mask, False, cache, i)
+    cache.pos = end
+    shift, scale = self.final_ada(cache.cond).chunk(2, dim=-1)
+    return modulate(layer_norm32(h), shift, scale)
+
+def new_cache(self:Backbone, max_len:int) -> KVCache:
+    "An empty `KVCache` for sequences of up to `max_len` positions."
+    return KVCache(self.cfg.n_layer, max_len)
+
+Backbone.step, Backbone.new_cache = step, new_cache
 
 # %% ../nbs/05_backbone.ipynb #6f3ec0ac
 def flops_per_token(self, seq_len:int) -> float:

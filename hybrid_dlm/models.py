@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PROPOSAL_BINS', 'MODEL_KINDS', 'NetworkConfig', 'ModelConfig', 'rows_sum', 'DiscreteDenoiser', 'SEDD',
            'table_softmax_mean', 'ContinuousDenoiser', 'SegmentNoise', 'ShiftedNoise', 'LearnedLifting',
-           'LanguageModel', 'DiffusionLM', 'AR', 'build_model']
+           'LanguageModel', 'DiffusionLM', 'as_given', 'AR', 'build_model']
 
 # %% ../nbs/06_models.ipynb #3380ddc2
 import math, warnings
@@ -15,10 +15,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .forward import as_tensor, per_row, Absorbing, Uniform, diffuse, seeded_generator, draw_uniform, draw_categorical
+from tqdm.auto import tqdm
+from .forward import (as_tensor, per_row, Absorbing, Uniform, diffuse, seeded_generator, draw_uniform, draw_categorical,
+                                draw_from_logits)
 from .losses import log_r, sedd_scaled, dse_absorbing, dse_uniform, eps_from_x0, x0_from_eps, gaussian_prior_kl, eps_loss
 from .backbone import Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params, autocast
-from .chain import ProcessConfig, Chain, GaussianToTokens, round_embeddings, rounding_error_bound
+from .chain import (ProcessConfig, Chain, GaussianToTokens, round_embeddings, rounding_error_bound, SampleStats,
+                              recording, network_call)
 
 # %% ../nbs/06_models.ipynb #a0812ac1
 PROPOSAL_BINS = 32                  # bins of the time proposals of Gaussian segments
@@ -392,26 +395,96 @@ def loss(self:DiffusionLM, x0, mask, u, generator=None):
     "Per-sequence training loss: the sum of the terms (Gaussian segments unweighted with gauss_loss='eps')."
     return sum(self.terms(x0, mask, u, generator, 'sample', unweighted=self.cfg.gauss_loss == 'eps').values())
 
+# %% ../nbs/06_models.ipynb #smpl0002
+@patch
+def time_factor(self:DiscreteDenoiser, sbar):
+    "The part of the log-scores that depends on the noise level alone, per sequence: log r(sbar)."
+    return log_r(as_tensor(sbar).double())
+
+@patch
+def sample_features(self:DiscreteDenoiser, x_t, sbar, mask=None):
+    "What a sampler keeps of one network call, per position [B, L, ...]: here the log-scores less their time factor."
+    ls = self.log_score(x_t, sbar, mask)
+    return ls - per_row(self.time_factor(sbar), ls)
+
+@patch
+def sample_logits(self:DiscreteDenoiser, feats, out=None):
+    "Time-free logits [N, V] of the features of N positions (written into `out` when given)."
+    return feats if out is None else out.copy_(feats)
+
+DiscreteDenoiser.normalised = False     # True: the logits' logsumexp is zero by construction (need not be computed)
+
+@patch
+def time_factor(self:SEDD, sbar, base=None):
+    "log r(sbar) for x0; for log-scores log r of the total masking noise (`base`, default the network's, + sbar) - log V."
+    sbar = as_tensor(sbar).double()
+    if self.param == 'x0': return log_r(sbar)
+    return log_r(sbar + (self.base if base is None else base)) - math.log(self.vocab_size)
+
+@patch
+def sample_features(self:SEDD, x_t, sbar, mask=None, cond=None):
+    "The trunk's hidden states [B, L, d_model]: the head is left for `sample_logits` at the positions a sampler reads."
+    return self.hidden(x_t, as_tensor(sbar).to(x_t.device), mask, cond)
+
+@patch
+def sample_logits(self:SEDD, h, out=None):
+    "The head's raw output at N positions' hidden states h [N, d] (for x0: log p(x0 | x_t) up to its normaliser)."
+    if out is not None and out.dtype == h.dtype and not torch.is_autocast_enabled(h.device.type):
+        return torch.addmm(self.head.bias, h, self.head.weight.t(), out=out)     # into the sampler's buffer
+    return self.head(h).float()
+
+SEDD.normalised = property(lambda self: self.param == 'x0' and isinstance(self.graph, Absorbing))
+
+@patch
+def time_factor(self:ShiftedNoise, sbar): return self.inner.time_factor(sbar, base=self.offset)
+@patch
+def sample_features(self:ShiftedNoise, x_t, sbar, mask=None):
+    return self.inner.sample_features(x_t, sbar, mask, cond=as_tensor(sbar) + self.offset)
+@patch
+def sample_logits(self:ShiftedNoise, h, out=None): return self.inner.sample_logits(h, out)
+ShiftedNoise.normalised = property(lambda self: self.inner.normalised)
+
+# %% ../nbs/06_models.ipynb #smpl0006
+def as_given(given, n:int, L:int, vocab_size:int, device=None):
+    "Given tokens as a LongTensor [n, L] (-1 at free positions) from one row [L] or one per sample [n, L], or None."
+    if given is None: return None
+    g = torch.as_tensor(given, dtype=torch.long)
+    if g.dim() == 1: g = g[None].expand(n, -1)
+    if g.dim() != 2 or g.shape[0] != n or g.shape[1] != L:
+        raise ValueError(f"given must hold a token or -1 per position, shape [{L}] or [{n}, {L}]; got {tuple(g.shape)}")
+    if len(g[g >= 0]) and int(g.max()) >= vocab_size or bool((g < -1).any()):
+        raise ValueError(f"given tokens must be ids below {vocab_size}, or -1 for a position to generate")
+    return g.to(device)
+
 # %% ../nbs/06_models.ipynb #15dd9fc2
 @patch
 @torch.no_grad()
 def sample(self:DiffusionLM, n:int, steps:int=128, seq_len:int=None, generator=None, progress:bool=False, return_states:bool=False,
-           discrete:str='analytic', continuous:str='ddpm', clamp:bool=False, greedy_decode:bool=True):
-    "n sequences [n, seq_len]: the prior at u = 1, then each segment's reverse and each boundary's map, back to u = 0."
-    L, dev = seq_len or self.cfg.seq_len, self.device
+           discrete:str='analytic', continuous:str='ddpm', clamp:bool=False, greedy_decode:bool=True, given=None,
+           temperature:float=1., top_p:float=1., cache:bool=False, stats:SampleStats=None):
+    """n sequences [n, L]: the prior at u = 1, then each segment's reverse and each boundary's map, back to u = 0.
+    `given` [L] or [n, L] holds tokens to keep (-1 where to generate; L defaults to its length)."""
+    L = seq_len or (torch.as_tensor(given).shape[-1] if given is not None else self.cfg.seq_len)
+    dev = self.device
     if L > self.cfg.seq_len: raise ValueError(f"seq_len {L} is longer than the model's {self.cfg.seq_len}")
+    given = as_given(given, n, L, self.cfg.vocab_size, dev)
+    keep = None if given is None else given >= 0
+    fill = lambda x: x if given is None or x.is_floating_point() else torch.where(keep, given, x)
     generator = generator if generator is not None else seeded_generator(0, dev)
     was_training = self.training; self.eval()
     segs = self.chain.segments
     split = [max(1, round(steps * s.length)) for s in segs]        # steps in proportion to the segments' lengths
-    state, states = self.chain.end.prior(self, n, L, generator, dev), {}
-    with autocast(dev):
+    states = {}
+    with autocast(dev), recording(stats):
+        state = fill(self.chain.end.prior(self, n, L, generator, dev))
         for seg, k in zip(reversed(segs), reversed(split)):
-            kw = dict(method=discrete) if seg.kind == 'mask' else dict(method=continuous, clamp=clamp)
+            if seg.kind == 'mask':
+                kw = dict(method=discrete, keep=keep, temperature=temperature, top_p=top_p, cache=cache)
+            else: kw = dict(method=continuous, clamp=clamp, given=given)
             b = self.chain.boundaries[seg.k]                       # the boundary at the segment's start
             state = seg.reverse(self.nets[seg.name], state, k, generator, progress=progress, **kw)
             states[('z_' if state.is_floating_point() else 'x_') + b.name] = state
-            state = b.reverse(self, state, generator, greedy=greedy_decode)
+            state = fill(b.reverse(self, state, generator, greedy=greedy_decode, temperature=temperature, top_p=top_p))
             states[('z_' if state.is_floating_point() else 'x_') + b.name] = state
     self.train(was_training)
     return (state, states) if return_states else state
@@ -447,18 +520,35 @@ class AR(LanguageModel):
         self.head.bias.copy_(as_tensor(logp).float())
 
 @patch
+def next_logits(self:AR, x_new, cache):
+    "Logits [B, V] of the token that follows the inputs x_new [B, T], fed at the cache's next positions (KV cache)."
+    return self.head(self.net.step(x_new, cache)[:, -1]).float()
+
+@patch
 @torch.no_grad()
-def sample(self:AR, n:int, steps:int=None, seq_len:int=None, generator=None, progress:bool=False, return_states:bool=False, **kw):
-    "n sequences [n, seq_len] by ancestral sampling, one token at a time (`steps` is ignored)."
-    L, dev = seq_len or self.cfg.seq_len, self.device
+def sample(self:AR, n:int, steps:int=None, seq_len:int=None, generator=None, progress:bool=False,
+           return_states:bool=False, given=None, temperature:float=1., top_p:float=1., stats:SampleStats=None, **kw):
+    """n sequences [n, L] by ancestral sampling, one token per network call through the KV cache (`steps` is ignored);
+    `given` may hold a prompt, a prefix of tokens (-1 after it)."""
+    L = seq_len or (torch.as_tensor(given).shape[-1] if given is not None else self.cfg.seq_len)
+    dev = self.device
     if L > self.cfg.seq_len: raise ValueError(f"seq_len {L} is longer than the model's {self.cfg.seq_len}")
+    given = as_given(given, n, L, self.cfg.vocab_size, dev)
+    k = 0 if given is None else int((given >= 0).all(0).long().cumprod(0).sum())      # the length of the shared prefix
+    if given is not None and (given[:, k:] >= 0).any():
+        raise ValueError("the AR model continues a prompt (given tokens at the start only) and cannot infill: "
+                         "use a diffusion model (sedd, continuous, hybrid) to fill a span between given tokens")
     generator = generator if generator is not None else seeded_generator(0, dev)
     was_training = self.training; self.eval()
-    x = torch.zeros(n, 0, dtype=torch.long, device=dev)
-    with autocast(dev):
-        for i in range(L):
-            logits = self.logits(torch.cat([x, torch.zeros(n, 1, dtype=torch.long, device=dev)], 1))[:, i]
-            x = torch.cat([x, draw_categorical(logits.double().softmax(-1), generator)[:, None]], 1)
+    x = torch.zeros(n, L, dtype=torch.long, device=dev) if given is None else given.clone()
+    with autocast(dev), recording(stats):
+        cache = self.net.new_cache(L)
+        start = torch.full((n, 1), self.cfg.vocab_size, dtype=torch.long, device=dev)
+        inp = torch.cat([start, x[:, :k]], 1)                                          # the start token and the prompt
+        for i in tqdm(range(k, L), desc='ar', disable=not progress, leave=False):
+            with network_call(1.): logits = self.next_logits(inp, cache)
+            x[:, i] = draw_from_logits(logits, generator, temperature, top_p)
+            inp = x[:, i:i + 1]
     self.train(was_training)
     return (x, {}) if return_states else x
 
