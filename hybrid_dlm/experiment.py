@@ -89,7 +89,8 @@ def reproduce(preset:str='cpu', out='runs/cpu', models=tuple(MODEL_KINDS), devic
         echunks = load_chunks(corpus, split, mc0.seq_len)
         exact = markov_source() if corpus == 'markov' else None
         rows, results = [], []
-        floor = evaluate(UnigramModel(unigram_counts(chunks)), echunks, max_chunks=ev['max_chunks'], progress=False, name=FLOOR)
+        floor = evaluate(UnigramModel(unigram_counts(chunks)), echunks, max_chunks=ev['max_chunks'], progress=False, name=FLOOR,
+                         exact_source=exact)
         for name in [*runs, FLOOR]:
             r = floor if name == FLOOR else _evaluate_once(out / name, infos[name], echunks, ev, corpus, split, name, exact,
                                                            device, progress)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hybrid_dlm.checkpoint import CheckpointError, checkpoint_info, load_checkpoint
-from hybrid_dlm.experiment import BEST_VARIANT
+from hybrid_dlm.experiment import BEST_VARIANT, FLOOR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,10 +75,10 @@ def test_reproduce_smoke_writes_results(tmp_path):
              '--lambda-b', '4')
     df = pd.read_csv(tmp_path / 'run' / 'results.csv')
     assert list(df.columns[:8]) == ['model', 'ppl', 'ppl_stderr', 'nll_per_token', 'tokens', 'train_tokens', 'train_seconds', 'params']
-    assert list(df.model) == ['ar', 'sedd', 'continuous', 'hybrid', BEST_VARIANT]     # the paper's four and the best variant
+    assert list(df.model) == ['ar', 'sedd', 'continuous', 'hybrid', BEST_VARIANT, FLOOR]   # the paper's four, the best variant, the floor
     assert (df.ppl > 1).all() and (df.ppl_stderr >= 0).all() and (df.tokens == df.tokens[0]).all() and (df.params > 0).all()
     assert (df.nll_per_token >= df.exact_nll_per_token - 3 * df.nll_stderr).all()      # bounds, on the Markov source
-    for f in ['training_curves.png', 'ppl.png', 'bound_breakdown.png'] + [f'{m}/checkpoint/config.json' for m in df.model]:
+    for f in ['training_curves.png', 'ppl.png', 'bound_breakdown.png'] + [f'{m}/checkpoint/config.json' for m in df.model if m != FLOOR]:
         assert (tmp_path / 'run' / f).exists(), f
     assert 'paper PPL' in r.stdout
 
