@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from .data import GPT2_VOCAB, gpt2_tokenizer
 from .sample_quality import sample_eval, load_run, run_names
+from .forward import seeded_generator
 
 # %% ../nbs/07_sampling.ipynb #4cb978c0
 def decode_texts(ids, vocab_size:int=GPT2_VOCAB) -> list:

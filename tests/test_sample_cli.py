@@ -74,3 +74,12 @@ def test_sample_eval_json_rows(runs, tmp_path):
     assert all(list(x) == keys for x in rows)
     assert all(x['gen_ppl'] > 1 and 0 <= x['entropy'] <= 2.08 for x in rows)          # entropy <= log 8
     assert (tmp_path / 'q' / 'sample_eval.csv').exists() and (tmp_path / 'q' / 'sample_eval.png').stat().st_size > 0
+
+
+def test_correction_study_reads_run_directories(runs):
+    "The hybrid's self-correction from run directories, judged by the source: fractions in [0, 1], none for SEDD."
+    from hybrid_dlm.sampling import correction_study
+    df = correction_study([runs / 'sedd', runs / 'hybrid'], 'markov', steps=(8,), n=8, progress=False)
+    rows = df.set_index('model')
+    assert 0 <= rows.loc['hybrid', 'changed'] <= 1 and 0 <= rows.loc['hybrid', 'remasked'] <= rows.loc['hybrid', 'changed']
+    assert rows.loc['sedd', ['changed', 'remasked']].isna().all()
