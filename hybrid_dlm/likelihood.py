@@ -17,7 +17,7 @@ from .forward import as_tensor, Absorbing, seeded_generator, draw_uniform
 from .backbone import autocast
 from .data import MarkovSource, Chunks, chunk_bytes, unigram_counts, unigram_logprobs
 from .chain import ProcessConfig
-from .models import DiscreteDenoiser, ModelConfig, NetworkConfig, build_model
+from .models import DiscreteDenoiser, ModelConfig, NetworkConfig, build_model, target_prior
 
 # %% ../nbs/08_likelihood.ipynb #69faef11
 @dataclass
@@ -138,15 +138,14 @@ def oracle_model(source:MarkovSource, chain:str='mask', perturb:float=0.0, seq_l
                       network=NetworkConfig(emb_dim=1 if embedding is None else embedding.shape[1]))
     model = build_model(cfg)
     for seg in model.chain.segments:           # each oracle knows how much of its target is already masked
-        m = float(model.chain.masked_fraction(torch.tensor(seg.start, dtype=torch.float64)))
+        m = model.masked_before(seg)
         if seg.kind == 'mask': model.nets[seg.name] = MarkovOracle(source, m, perturb); continue
         if embedding is None or not _is_iid(source):
             raise ValueError("A Gaussian segment's exact denoiser exists for an i.i.d. source only: give iid_source(...) and an embedding")
         net = model.nets[seg.name]
-        prior = np.log(source.pi) + np.log1p(-m)
         with torch.no_grad():
             net.embedding.copy_(torch.as_tensor(embedding)[:len(net.embedding)])
-            net.bias.copy_(torch.as_tensor(np.append(prior, np.log(max(m, 1e-300)))[:len(net.bias)]))
+            net.bias.copy_(target_prior(torch.as_tensor(np.log(source.pi)), m, len(net.bias)))
     return model
 
 # %% ../nbs/08_likelihood.ipynb #pair0002

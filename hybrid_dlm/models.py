@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PROPOSAL_BINS', 'MODEL_KINDS', 'NetworkConfig', 'ModelConfig', 'rows_sum', 'DiscreteDenoiser', 'SEDD',
-           'table_softmax_mean', 'ContinuousDenoiser', 'SegmentNoise', 'ShiftedNoise', 'LearnedLifting',
+           'table_softmax_mean', 'target_prior', 'ContinuousDenoiser', 'SegmentNoise', 'ShiftedNoise', 'LearnedLifting',
            'LanguageModel', 'DiffusionLM', 'as_given', 'AR', 'build_model']
 
 # %% ../nbs/06_models.ipynb #3380ddc2
@@ -164,6 +164,12 @@ def table_softmax_mean(q, keys, values):
     with torch.autocast(q.device.type, enabled=False):
         out = F.scaled_dot_product_attention(q.float()[None, None], keys.float()[None, None], values.float()[None, None], scale=1.0)
     return out[0, 0, :, :dv]
+
+def target_prior(logp, m:float, n_rows:int):
+    """Log-law over a Gaussian segment's table of its target when a fraction m of it is masked: log p + log(1 - m) for
+    each token of the unigram `logp` [V], and log m for MASK, the last row, when the table (`n_rows`) has one."""
+    logp = logp + math.log1p(-m)
+    return torch.cat([logp, logp.new_full((1,), math.log(max(m, 1e-300)))]) if n_rows > len(logp) else logp
 
 class ContinuousDenoiser(nn.Module):
     "Diffusion-LM's denoiser: embedding table, Gaussian decoder with a unigram bias, and a network on noisy embeddings."
@@ -325,9 +331,11 @@ class DiffusionLM(LanguageModel):
         """log p0 over a Gaussian segment's table, p0 the unigram law of its target (MASK included), for the segment's
         control variate; None in training (where it would only cost time) or when the model knows no unigram."""
         if seg.kind != 'gauss' or self.training or not self.unigram_nll.any(): return None
-        m = float(self.chain.masked_fraction(torch.tensor(seg.start, dtype=torch.float64)))
-        logp = -self.unigram_nll.double() + math.log1p(-m)
-        return torch.cat([logp, logp.new_full((1,), math.log(max(m, 1e-300)))]) if self.nets[seg.name].n_tokens > len(logp) else logp
+        return target_prior(-self.unigram_nll.double(), self.masked_before(seg), self.nets[seg.name].n_tokens)
+
+    def masked_before(self, seg) -> float:
+        "Fraction of the tokens the chain has masked when segment `seg` starts."
+        return float(self.chain.masked_fraction(torch.tensor(seg.start, dtype=torch.float64)))
 
     def time_proposal(self, seg):
         "The density over a Gaussian segment's local time its draws follow (None: uniform)."
@@ -586,10 +594,8 @@ def init_unigram(self:DiffusionLM, logp):
     logp = as_tensor(logp).float().to(self.unigram_nll.device)
     self.unigram_nll.copy_(-logp)
     for seg in self.chain.segments:
-        net, m = self.nets[seg.name], float(self.chain.masked_fraction(torch.tensor(seg.start, dtype=torch.float64)))
+        net = self.nets[seg.name]
         if isinstance(net, ShiftedNoise) or not hasattr(net, 'head' if seg.kind == 'mask' else 'bias'): continue
         if seg.kind == 'mask':
             if isinstance(seg.graph, Absorbing): net.head.bias.copy_(logp + (0. if net.param == 'x0' else math.log(len(logp))))
-        else:
-            prior = logp + math.log1p(-m)
-            net.bias.copy_(torch.cat([prior, prior.new_full((1,), math.log(max(m, 1e-30)))]) if len(net.bias) > len(logp) else prior)
+        else: net.bias.copy_(target_prior(logp, self.masked_before(seg), len(net.bias)))
