@@ -235,11 +235,10 @@ def unmask_step(net, feats, lse, x, free, log_c, removal, generator=None, temper
     seq, plain = idx // L, temperature == 1 and top_p == 1
     log_u = draw_uniform(len(idx), generator, x.device, torch.float64).log()      # the decisions' uniforms, first
     moves = lambda j, l: (log_u[j] < log_c[seq[j]] + l) | removal[seq[j]]
-    out, buf = x.reshape(-1).clone(), None
+    out, buf = x.reshape(-1).clone(), torch.empty(min(rows, len(idx)), net.vocab_size, device=x.device)
     fresh = torch.isnan(lz[idx])
     for j in fresh.nonzero()[:, 0].split(rows):          # new outputs: logits give log Z, the decisions, the draws
         pos = idx[j]
-        if buf is None: buf = torch.empty(rows, net.vocab_size, device=x.device)
         with network_call(): logits = net.sample_logits(flat[pos], out=buf[:len(j)])
         top = logits.amax(-1, keepdim=True)
         w = logits.sub_(top).exp_()                              # in place: the weights exp(logit - max)
@@ -251,7 +250,6 @@ def unmask_step(net, feats, lse, x, free, log_c, removal, generator=None, temper
     j = (~fresh).nonzero()[:, 0]                         # known log Z: logits only where a token is drawn
     for k in j[moves(j, lz[idx[j]])].split(rows):
         pos = idx[k]
-        if buf is None: buf = torch.empty(rows, net.vocab_size, device=x.device)
         with network_call(): logits = net.sample_logits(flat[pos], out=buf[:len(k)])
         out[pos] = draw_from_logits(logits, generator, temperature, top_p)
     out = out.view(B, L)
