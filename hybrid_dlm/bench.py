@@ -15,9 +15,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count, sdpa_backward_flop_count
 from .forward import stratified_times, seeded_generator, draw_integers
 from .models import MODEL_KINDS, build_model
-from .backbone import peak_matmul_flops, autocast
-from .train import preset_configs
+from .backbone import peak_matmul_flops, autocast, keep_freed_memory
+from .train import preset_configs, make_optimizer, TrainConfig
 from .chain import SampleStats
+from .data import load_chunks, unigram_counts
 
 # %% ../nbs/12_benchmarks.ipynb #66260fcd
 def _sync(device):
@@ -71,8 +72,9 @@ def phase_fn(model, phase:str, batch:int, seq_len:int, device, sample_steps:int=
     "A closure running one step of `phase` (train, eval or sample) and the number of tokens it processes."
     x, m = _batch(model.cfg, batch, seq_len, device)
     g = seeded_generator(1, device)
+    model.train(phase == 'train')
     if phase == 'train':
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        opt = make_optimizer(model, TrainConfig(lr=1e-6), device)      # the trainer's optimiser
         def step():
             with autocast(device):
                 loss = model.loss(x, m, stratified_times(batch, g, dtype=torch.float64).to(device), g).sum() / m.sum()
@@ -159,20 +161,27 @@ def sampling_table(df:pd.DataFrame, value:str='tokens_per_s') -> pd.DataFrame:
     return s.pivot_table(index='model', columns='steps', values=value, sort=False)
 
 # %% ../nbs/12_benchmarks.ipynb #82fcf8e3
-def bench_models(size:str='cpu', seq_len:int=512, device='cpu', **options) -> dict:
-    "The four models of one backbone size (with the cpu preset's model options), on `device`."
+def bench_models(size:str='cpu', seq_len:int=512, device='cpu', corpus:str=None, **options) -> dict:
+    """The four models of one backbone size (with the cpu preset's model options), on `device`; with a `corpus`, their
+    Gaussian denoisers train on the rows of the tokens of its training split, as the trainer sets them."""
     torch.manual_seed(0)
-    return {k: build_model(preset_configs('cpu', k, size=size, seq_len=seq_len, **options)[0]).to(device) for k in MODEL_KINDS}
+    models = {k: build_model(preset_configs('cpu', k, size=size, seq_len=seq_len, **options)[0]).to(device) for k in MODEL_KINDS}
+    if corpus:
+        seen = unigram_counts(load_chunks(corpus, 'train', 64)) > 0
+        for k, m in models.items():
+            if k != 'ar': m.restrict_train_rows(seen)
+    return models
 
 def bench(size:str='cpu', batch:int=32, seq_len:int=64, seq_lens=(64, 128, 256, 512), batches=(8, 16, 32, 64),
           tokens_per_batch:int=2048, device=None, rounds:int=3, sample_steps:int=32, phases=('train', 'eval', 'sample'),
-          sample_nfe=(8, 16, 32, 64, 128, 256), progress:bool=True) -> pd.DataFrame:
+          sample_nfe=(8, 16, 32, 64, 128, 256), progress:bool=True, corpus:str='wiki-vital') -> pd.DataFrame:
     """The benchmark table: every model and phase, then training cost against L and against the batch size, then
     sampling against the number of steps (`sample_sweep`)."""
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    keep_freed_memory()                                    # as the trainer: large tensors reuse freed memory
     peak = peak_matmul_flops(4096 if torch.device(device).type == 'cpu' else 8192, device=device,
                              dtype=torch.float32 if torch.device(device).type == 'cpu' else torch.bfloat16)
-    models = bench_models(size, max(max(seq_lens or [seq_len]), seq_len), device)
+    models = bench_models(size, max(max(seq_lens or [seq_len]), seq_len), device, corpus)
     rows, say = [], (print if progress else (lambda *a: None))
     for phase in phases:
         say(f'{phase} at L={seq_len}, batch {batch}')

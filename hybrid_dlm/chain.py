@@ -240,13 +240,12 @@ def unmask_step(net, feats, lse, x, free, log_c, removal, generator=None, temper
     for j in fresh.nonzero()[:, 0].split(rows):          # new outputs: logits give log Z, the decisions, the draws
         pos = idx[j]
         with network_call(): logits = net.sample_logits(flat[pos], out=buf[:len(j)])
-        top = logits.amax(-1, keepdim=True)
-        w = logits.sub_(top).exp_()                              # in place: the weights exp(logit - max)
-        lz[pos] = l = (w.sum(-1).log() + top[:, 0]).double()
+        logp = torch.log_softmax(logits, -1)                     # one fused pass over the row (see above)
+        lz[pos] = l = (logits[:, 0].double() - logp[:, 0].double())   # log Z = l_y - log p_y, for any y
         go = moves(j, l)
         if go.any():
-            out[pos[go]] = (weights_argmax(w[go], generator) if plain else
-                            draw_from_logits(w[go].log() + top[go], generator, temperature, top_p))
+            out[pos[go]] = (weights_argmax(logp[go].exp_(), generator) if plain else
+                            draw_from_logits(logp[go], generator, temperature, top_p))
     j = (~fresh).nonzero()[:, 0]                         # known log Z: logits only where a token is drawn
     for k in j[moves(j, lz[idx[j]])].split(rows):
         pos = idx[k]

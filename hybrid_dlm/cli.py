@@ -26,7 +26,7 @@ from .sampling import decode_texts, given_tokens
 from .sample_quality import run_sample_eval, sample_eval_json, COLUMNS
 from .experiment import reproduce, seed_spread, summary_table, HYBRID_VARIANTS, BEST_VARIANT
 from .bench import bench, speed_vs_ar, sampling_table
-from .backbone import CompileUnavailable
+from .backbone import CompileUnavailable, keep_freed_memory
 
 # %% ../nbs/13_cli.ipynb #8c7a0eb2
 def format_table(row:dict) -> str:
@@ -273,7 +273,8 @@ def run_bench(args) -> int:
     seq_lens = [] if args.quick else args.seq_lens
     batches = [] if args.quick else args.batches
     df = bench(args.size, args.batch, args.seq_len, seq_lens, batches, device=args.device, rounds=args.rounds,
-               sample_steps=args.sample_steps, sample_nfe=[] if args.quick else args.sample_nfe, progress=not args.json)
+               sample_steps=args.sample_steps, sample_nfe=[] if args.quick else args.sample_nfe, progress=not args.json,
+               corpus=None if args.corpus == 'none' else args.corpus)
     keys = BENCH_KEYS + [k for k in ['sweep'] + SAMPLE_KEYS if k in df]
     if args.json: print(json.dumps(df[keys].to_dict('records'), default=float))
     else:
@@ -294,6 +295,9 @@ def run_bench(args) -> int:
 def add_bench_parser(subparsers):
     p = subparsers.add_parser('bench', help='throughput and utilisation of every model', description='Tokens/s, utilisation and memory of every model.')
     p.add_argument('--size', default='cpu', help='backbone size (tiny, cpu, small)')
+    p.add_argument('--corpus', default='wiki-vital',
+                   help="the training split whose tokens the Gaussian denoisers' tables keep in training, as in hdlm reproduce "
+                        "(none: every row)")
     p.add_argument('--batch', type=int, default=32)
     p.add_argument('--seq-len', type=int, default=64)
     p.add_argument('--seq-lens', type=int, nargs='*', default=[64, 128, 256, 512], help='lengths of the cost-against-L sweep')
@@ -322,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv:list[str]|None=None) -> int:
     "Run `hdlm` with `argv` (default: the command line); returns the exit status."
     args = build_parser().parse_args(argv)
+    keep_freed_memory()                                  # every command: see the backbone chapter
     try: return args.func(args)
     except KNOWN_ERRORS as e:
         if os.environ.get('HDLM_DEBUG'): raise          # the full traceback, for debugging

@@ -37,10 +37,11 @@ class NetworkConfig:
     cont_param: str = 'x0'           # Gaussian denoiser output: x0 (posterior mean over the table) or eps
     shared_trunk: bool = False       # one transformer trunk for every segment, told apart by a segment embedding
     tie_discrete: bool = False       # one network for every masking segment (conditioned on the chain's total masking)
+    train_rows: str = 'seen'         # table rows a Gaussian denoiser averages over in training: seen (in the training split) or all
 
     def __post_init__(self):
         backbone_config(self.size)
-        for name, allowed in dict(param=('score', 'x0'), cont_param=('x0', 'eps')).items():
+        for name, allowed in dict(param=('score', 'x0'), cont_param=('x0', 'eps'), train_rows=('seen', 'all')).items():
             if getattr(self, name) not in allowed: raise ValueError(f"Unknown {name} {getattr(self, name)!r}: choose {' or '.join(allowed)}")
         if self.emb_dim < 1: raise ValueError(f"emb_dim must be positive, got {self.emb_dim}")
 
@@ -181,11 +182,24 @@ class ContinuousDenoiser(nn.Module):
         self.net = Backbone(bcfg, in_dim=emb_dim)
         self.out = nn.Linear(bcfg.d_model, emb_dim)
         nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)   # x0: starts as the context-free Bayes denoiser
+        self.register_buffer('train_rows', torch.ones(n_tokens, dtype=torch.bool))   # rows averaged over in training
+
+    def _load_from_state_dict(self, sd, prefix, *args):
+        sd.setdefault(prefix + 'train_rows', torch.ones(self.n_tokens, dtype=torch.bool))   # checkpoints from before it
+        super()._load_from_state_dict(sd, prefix, *args)
 
     def keys(self, bias=None):
         "Table rows [E_y, ||E_y||^2, b_y]: a query [a z / s^2 + h, -a^2 / (2 s^2), 1] dotted with them gives the logits."
         E, b = self.embedding, self.bias if bias is None else bias.to(self.embedding)
         return torch.cat([E, E.pow(2).sum(-1, keepdim=True), b[:, None]], -1)
+
+    def table(self, prior=None):
+        """(keys, values, row of each token id or None) of the table the denoiser and decoder normalise over: in training,
+        without a prior, only the `train_rows`."""
+        keys, values = self.keys(prior), self.embedding
+        if not self.training or prior is not None or self.train_rows.all(): return keys, values, None
+        rows = self.train_rows.nonzero()[:, 0]
+        return keys.index_select(0, rows), values.index_select(0, rows), self.train_rows.cumsum(0) - 1
 
     def queries(self, z, alpha, sigma, h=None):
         a, s2 = per_row(alpha, z), per_row(sigma, z) ** 2
@@ -202,10 +216,10 @@ class ContinuousDenoiser(nn.Module):
         `prior` (log-probabilities over the table), the context-free Bayes denoiser of that prior instead (no network)."""
         h = self.correction(z, lam, alpha, sigma, mask) if prior is None else None
         if self.param == 'eps' and prior is None: return h, x0_from_eps(z, h, alpha, sigma)
-        q, keys = self.queries(z, alpha, sigma, h), self.keys(prior)
-        if mask is None: e_hat = table_softmax_mean(q.reshape(-1, q.shape[-1]), keys, self.embedding).reshape(z.shape)
+        q, (keys, values, _) = self.queries(z, alpha, sigma, h), self.table(prior)
+        if mask is None: e_hat = table_softmax_mean(q.reshape(-1, q.shape[-1]), keys, values).reshape(z.shape)
         else:                                                       # padding needs no prediction
-            e_hat = torch.zeros_like(z).masked_scatter(mask[..., None], table_softmax_mean(q[mask], keys, self.embedding))
+            e_hat = torch.zeros_like(z).masked_scatter(mask[..., None], table_softmax_mean(q[mask], keys, values))
         return eps_from_x0(z, e_hat, alpha, sigma), e_hat
 
     def diffusion_term(self, x, z, eps, lam, dlam, alpha, sigma, mask, prior=None):
@@ -221,7 +235,8 @@ class ContinuousDenoiser(nn.Module):
         z, _ = diffuse(self.embedding[x], alpha, sigma, generator=generator)
         h = None if lam is None else self.correction(z, lam, alpha, sigma, mask)
         q, rows = self.queries(z, alpha, sigma, h)[mask], mask.nonzero()[:, 0]
-        per = linear_cross_entropy(q, self.keys(prior), None, x[mask], reduction='none')
+        keys, _, row_of = self.table(prior)
+        per = linear_cross_entropy(q, keys, None, x[mask] if row_of is None else row_of[x[mask]], reduction='none')
         return rows_sum(per, rows, x.shape[0])
 
     def rounding_logq(self, z, x, alpha, sigma, mask):
@@ -570,8 +585,8 @@ def build_model(cfg:ModelConfig=None, **kwargs) -> LanguageModel:
 @torch.no_grad()
 def fit_proposal(self:DiffusionLM, x0, mask, generator=None, floor:float=0.1):
     """Fit each Gaussian segment's time proposal to its integrand on the sequences x0: one draw per bin of local time,
-    density proportional to the root mean square of the integrand there, mixed with the uniform density (`floor`)."""
-    was_training = self.training; self.eval()
+    density proportional to the root mean square of the integrand there, mixed with the uniform density (`floor`).
+    It runs in the model's mode: called by the trainer, with the denoisers' training tables."""
     nb = self.proposal.shape[1]
     for seg in self.chain.segments:
         if seg.kind != 'gauss': continue
@@ -582,7 +597,6 @@ def fit_proposal(self:DiffusionLM, x0, mask, generator=None, floor:float=0.1):
         q = torch.stack(rms).float()
         q = q / q.mean() if q.sum() > 0 else torch.ones_like(q)
         self.proposal[seg.k] = (1 - floor) * q + floor
-    self.train(was_training)
 
 @patch
 @torch.no_grad()
@@ -599,3 +613,14 @@ def init_unigram(self:DiffusionLM, logp):
         if seg.kind == 'mask':
             if isinstance(seg.graph, Absorbing): net.head.bias.copy_(logp + (0. if net.param == 'x0' else math.log(len(logp))))
         else: net.bias.copy_(target_prior(logp, self.masked_before(seg), len(net.bias)))
+
+@patch
+@torch.no_grad()
+def restrict_train_rows(self:DiffusionLM, seen):
+    """In training, let each Gaussian denoiser average only over the table rows of the tokens `seen` [V] (bool) in the
+    training split, and MASK (unless the config says `train_rows='all'`)."""
+    if self.cfg.network.train_rows == 'all': return
+    seen = as_tensor(seen).bool()
+    for net in self.nets.values():
+        if isinstance(net, ContinuousDenoiser):
+            net.train_rows.copy_(torch.cat([seen, seen.new_ones(net.n_tokens - len(seen))]).to(net.train_rows.device))
