@@ -130,10 +130,11 @@ def make_optimizer(model, cfg:TrainConfig, device=None):
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 class EMA:
-    "Exponential moving average of a model's parameters (kept in float32)."
+    "Exponential moving average of a model's parameters (kept in float32; integer and boolean buffers copied as they are)."
     def __init__(self, model, decay:float):
         self.decay, self.n = decay, 0
-        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+        self.shadow = {k: v.detach().float().clone() if v.is_floating_point() else v.detach().clone()   # flags keep their dtype
+                       for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model):
