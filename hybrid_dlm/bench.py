@@ -168,8 +168,7 @@ def bench_models(size:str='cpu', seq_len:int=512, device='cpu', corpus:str=None,
     models = {k: build_model(preset_configs('cpu', k, size=size, seq_len=seq_len, **options)[0]).to(device) for k in MODEL_KINDS}
     if corpus:
         seen = unigram_counts(load_chunks(corpus, 'train', 64)) > 0
-        for k, m in models.items():
-            if k != 'ar': m.restrict_train_rows(seen)
+        for m in models.values(): m.restrict_train_rows(seen)
     return models
 
 def bench(size:str='cpu', batch:int=32, seq_len:int=64, seq_lens=(64, 128, 256, 512), batches=(8, 16, 32, 64),

@@ -542,6 +542,8 @@ class AR(LanguageModel):
         "Start at the data's unigram distribution `logp` [V]: the head's bias at log p."
         self.head.bias.copy_(as_tensor(logp).float())
 
+    def restrict_train_rows(self, seen): "Nothing to restrict: the AR model has no Gaussian denoiser."
+
 @patch
 def next_logits(self:AR, x_new, cache):
     "Logits [B, V] of the token that follows the inputs x_new [B, T], fed at the cache's next positions (KV cache)."

@@ -226,7 +226,7 @@ def train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False, 
     model = build_model(model_cfg).to(device)
     counts = unigram_counts(chunks)
     if train_cfg.unigram_init: model.init_unigram(unigram_logprobs(counts))
-    if model_cfg.kind != 'ar': model.restrict_train_rows(counts > 0)      # Gaussian denoisers: see the models chapter
+    model.restrict_train_rows(counts > 0)                  # Gaussian denoisers: see the models chapter
     opt = make_optimizer(model, train_cfg, device)
     ema = EMA(model, train_cfg.ema)
     start, tokens_seen, seconds = 0, 0, 0.0
