@@ -8,12 +8,13 @@ __all__ = ['SIZES', 'HEAD_CHUNK_ROWS', 'EXP_FLOOR', 'M_TRIM_THRESHOLD', 'M_MMAP_
            'layer_norm32', 'modulate', 'zero_init_linear', 'Block', 'input_layer', 'neighbour', 'Backbone',
            'perturb_zero_init', 'KVCache', 'step', 'new_cache', 'flops_per_token', 'default_chunk_rows',
            'linear_cross_entropy', 'linear_score_entropy', 'time_calls', 'autocast', 'keep_freed_memory',
-           'CompileUnavailable', 'check_compile', 'compile_backbones', 'saved_bytes', 'activation_bytes',
-           'count_params', 'param_table', 'peak_matmul_flops', 'train_step_flops']
+           'denormals_flushed', 'warn_if_denormals_kept', 'CompileUnavailable', 'check_compile', 'compile_backbones',
+           'saved_bytes', 'activation_bytes', 'count_params', 'param_table', 'peak_matmul_flops', 'train_step_flops']
 
 # %% ../nbs/05_backbone.ipynb #ca810fa6
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 import pandas as pd
@@ -468,6 +469,20 @@ def keep_freed_memory() -> bool:
     except OSError: return False
     if not hasattr(libc, 'mallopt') or not hasattr(libc, 'gnu_get_libc_version'): return False   # not glibc
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+
+# %% ../nbs/05_backbone.ipynb #ftz00002
+def denormals_flushed() -> bool:
+    "Whether a parallel float32 product flushes denormals to zero on every thread of PyTorch's CPU pool."
+    tiny = torch.full((2 ** 16 * max(1, torch.get_num_threads()),), 1e-39)     # enough work for every thread
+    return bool(((tiny * 1.5) == 0).all())
+
+def warn_if_denormals_kept():
+    "One warning when some CPU threads still compute with denormal numbers (they started before the package loaded)."
+    if not denormals_flushed():
+        warnings.warn("Denormal numbers are not flushed on every CPU thread, which makes training several times slower "
+                      "on many processors: import hybrid_dlm before running other PyTorch work in this process.")
+
+torch.set_flush_denormal(True)          # before PyTorch starts its threads, so that each of them inherits it
 
 # %% ../nbs/05_backbone.ipynb #49bbab4d
 class CompileUnavailable(RuntimeError): "torch.compile cannot run on this machine; the message says why."

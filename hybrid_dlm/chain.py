@@ -17,7 +17,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .forward import (as_tensor, per_row, discrete_schedule, vp_schedule, Absorbing, Uniform, diffuse, mask_weighted,
                                 mask_by_count, draw_normal, draw_integers, draw_permutation, draw_categorical,
-                                draw_uniform, draw_from_logits, weights_argmax)
+                                draw_uniform, draw_from_logits, weights_argmax, argmax_last)
 from .losses import decoder_logits, eps_loss
 
 # %% ../nbs/04_chain.ipynb #3ae599b1
@@ -74,12 +74,12 @@ class ProcessConfig:
                                  f"to {low:g}: noise must grow along it, lower {name}")
 
 # %% ../nbs/04_chain.ipynb #21c4e8cf
-def round_embeddings(z, E, alpha, sigma, rule:str='nearest', generator=None, rows:int=4096):
+def round_embeddings(z, E, alpha, sigma, rule:str='nearest', generator=None, rows:int=128):
     "Tokens for vectors z [B, L, d] under the flat-prior Gaussian decoder over the rows of E: argmax (`nearest`) or a draw (`sample`)."
     if rule == 'nearest':      # argmax_y z.E_y - alpha/2 |E_y|^2: one matmul per block of rows, no [B, L, V] temporaries
         q = torch.cat([z, -0.5 * per_row(alpha, z).expand(*z.shape[:-1], 1)], -1).reshape(-1, z.shape[-1] + 1)
         keys = torch.cat([E, E.pow(2).sum(-1, keepdim=True)], -1).to(z)
-        return torch.cat([(q[i:i + rows] @ keys.T).argmax(-1) for i in range(0, len(q), rows)]).reshape(z.shape[:-1])
+        return torch.cat([argmax_last(q[i:i + rows] @ keys.T) for i in range(0, len(q), rows)]).reshape(z.shape[:-1])
     return draw_categorical(decoder_logits(z, E, alpha, sigma).double().softmax(-1), generator)
 
 # %% ../nbs/04_chain.ipynb #a9fdc637
@@ -417,7 +417,7 @@ def decode(net, z, decoder:Decoder, allow:int=None, greedy:bool=True, generator=
     out = []
     for i in range(0, len(q), rows):                      # blocks of rows: never the whole [B, L, V] logits at once
         with network_call(): logits = q[i:i + rows] @ keys.T
-        out.append(logits.argmax(-1) if greedy else draw_from_logits(logits, generator, temperature, top_p))
+        out.append(argmax_last(logits) if greedy else draw_from_logits(logits, generator, temperature, top_p))
     return torch.cat(out).reshape(z.shape[:-1])
 
 # %% ../nbs/04_chain.ipynb #25ed40e4

@@ -20,7 +20,7 @@ from .forward import stratified_times, seeded_generator, draw_integers
 from .data import load_chunks, make_loader, unigram_counts, unigram_logprobs
 from .chain import ProcessConfig
 from .models import MODEL_KINDS, ModelConfig, NetworkConfig, build_model
-from .backbone import autocast, compile_backbones, keep_freed_memory
+from .backbone import autocast, compile_backbones, keep_freed_memory, warn_if_denormals_kept
 from .checkpoint import (CHECKPOINT, find_checkpoint, checkpoint_info, save_checkpoint, load_train_state,
     rng_state, set_rng_state)
 
@@ -201,6 +201,7 @@ def train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False, 
     out = Path(out); ckpt_path = out / CHECKPOINT
     rank, world, device = dist_setup(device)
     keep_freed_memory()                                    # no page faults on every large tensor (backbone chapter)
+    warn_if_denormals_kept()
     master = rank == 0
     found = find_checkpoint(out, missing_ok=True)          # refuses a ckpt.pt of an older hybrid_dlm (`hdlm convert`)
     if found and not resume:
