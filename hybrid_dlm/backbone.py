@@ -8,8 +8,9 @@ __all__ = ['SIZES', 'HEAD_CHUNK_ROWS', 'EXP_FLOOR', 'M_TRIM_THRESHOLD', 'M_MMAP_
            'layer_norm32', 'modulate', 'zero_init_linear', 'Block', 'input_layer', 'neighbour', 'Backbone',
            'perturb_zero_init', 'KVCache', 'step', 'new_cache', 'flops_per_token', 'default_chunk_rows',
            'linear_cross_entropy', 'linear_score_entropy', 'time_calls', 'autocast', 'keep_freed_memory',
-           'denormals_flushed', 'warn_if_denormals_kept', 'CompileUnavailable', 'check_compile', 'compile_backbones',
-           'saved_bytes', 'activation_bytes', 'count_params', 'param_table', 'peak_matmul_flops', 'train_step_flops']
+           'flushed_fraction', 'denormals_flushed', 'warn_if_denormals_kept', 'CompileUnavailable', 'check_compile',
+           'compile_backbones', 'saved_bytes', 'activation_bytes', 'count_params', 'param_table', 'peak_matmul_flops',
+           'train_step_flops']
 
 # %% ../nbs/05_backbone.ipynb #ca810fa6
 import math
@@ -471,10 +472,15 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 # %% ../nbs/05_backbone.ipynb #ftz00002
+def flushed_fraction(n:int=None) -> float:
+    "The fraction of a parallel float32 product of denormals that comes out zero (1: every thread flushes them)."
+    n = n or 2 ** 16 * max(1, torch.get_num_threads())                  # enough work for every thread
+    tiny = torch.ones(n, dtype=torch.int32).view(torch.float32)        # 2^-149, written as bits: no float conversion
+    return ((tiny * 1.5).view(torch.int32) == 0).double().mean().item() # compared as bits, as a flushing thread would not
+
 def denormals_flushed() -> bool:
     "Whether a parallel float32 product flushes denormals to zero on every thread of PyTorch's CPU pool."
-    tiny = torch.full((2 ** 16 * max(1, torch.get_num_threads()),), 1e-39)     # enough work for every thread
-    return bool(((tiny * 1.5) == 0).all())
+    return flushed_fraction() == 1.0
 
 def warn_if_denormals_kept():
     "One warning when some CPU threads still compute with denormal numbers (they started before the package loaded)."
