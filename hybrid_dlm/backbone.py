@@ -8,9 +8,8 @@ __all__ = ['SIZES', 'HEAD_CHUNK_ROWS', 'EXP_FLOOR', 'M_TRIM_THRESHOLD', 'M_MMAP_
            'layer_norm32', 'modulate', 'zero_init_linear', 'Block', 'input_layer', 'neighbour', 'Backbone',
            'perturb_zero_init', 'KVCache', 'step', 'new_cache', 'flops_per_token', 'default_chunk_rows',
            'linear_cross_entropy', 'linear_score_entropy', 'time_calls', 'autocast', 'keep_freed_memory',
-           'flushed_fraction', 'denormals_flushed', 'warn_if_denormals_kept', 'CompileUnavailable', 'check_compile',
-           'compile_backbones', 'saved_bytes', 'activation_bytes', 'count_params', 'param_table', 'peak_matmul_flops',
-           'train_step_flops']
+           'flushed_fraction', 'warn_if_denormals_kept', 'CompileUnavailable', 'check_compile', 'compile_backbones',
+           'saved_bytes', 'activation_bytes', 'count_params', 'param_table', 'peak_matmul_flops', 'train_step_flops']
 
 # %% ../nbs/05_backbone.ipynb #ca810fa6
 import math
@@ -478,13 +477,9 @@ def flushed_fraction(n:int=None) -> float:
     tiny = torch.ones(n, dtype=torch.int32).view(torch.float32)        # 2^-149, written as bits: no float conversion
     return ((tiny * 1.5).view(torch.int32) == 0).double().mean().item() # compared as bits, as a flushing thread would not
 
-def denormals_flushed() -> bool:
-    "Whether a parallel float32 product flushes denormals to zero on every thread of PyTorch's CPU pool."
-    return flushed_fraction() == 1.0
-
 def warn_if_denormals_kept():
     "One warning when some CPU threads still compute with denormal numbers (they started before the package loaded)."
-    if not denormals_flushed():
+    if flushed_fraction() < 1:
         warnings.warn("Denormal numbers are not flushed on every CPU thread, which makes training several times slower "
                       "on many processors: import hybrid_dlm before running other PyTorch work in this process.")
 

@@ -177,7 +177,7 @@ def bench(size:str='cpu', batch:int=32, seq_len:int=64, seq_lens=(64, 128, 256, 
     """The benchmark table: every model and phase, then training cost against L and against the batch size, then
     sampling against the number of steps (`sample_sweep`)."""
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    keep_freed_memory(); warn_if_denormals_kept()          # as the trainer: large tensors reuse freed memory
+    keep_freed_memory(); warn_if_denormals_kept()          # as the trainer (the backbone chapter)
     peak = peak_matmul_flops(4096 if torch.device(device).type == 'cpu' else 8192, device=device,
                              dtype=torch.float32 if torch.device(device).type == 'cpu' else torch.bfloat16)
     models = bench_models(size, max(max(seq_lens or [seq_len]), seq_len), device, corpus)
