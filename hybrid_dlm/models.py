@@ -431,9 +431,9 @@ def sample_features(self:DiscreteDenoiser, x_t, sbar, mask=None):
     return ls - per_row(self.time_factor(sbar), ls)
 
 @patch
-def sample_logits(self:DiscreteDenoiser, feats, out=None):
-    "Time-free logits [N, V] of the features of N positions (written into `out` when given)."
-    return feats if out is None else out.copy_(feats)
+def sample_logits(self:DiscreteDenoiser, feats, out=None, cols=slice(None)):
+    "Time-free logits [N, V] of the features of N positions, at the classes `cols` (written into `out` when given)."
+    return feats[:, cols] if out is None else out.copy_(feats[:, cols])
 
 DiscreteDenoiser.normalised = False     # True: the logits' logsumexp is zero by construction (need not be computed)
 
@@ -450,11 +450,13 @@ def sample_features(self:SEDD, x_t, sbar, mask=None, cond=None):
     return self.hidden(x_t, as_tensor(sbar).to(x_t.device), mask, cond)
 
 @patch
-def sample_logits(self:SEDD, h, out=None):
-    "The head's raw output at N positions' hidden states h [N, d] (for x0: log p(x0 | x_t) up to its normaliser)."
+def sample_logits(self:SEDD, h, out=None, cols=slice(None)):
+    """The head's raw output at N positions' hidden states h [N, d], at the classes `cols` (for x0: log p(x0 | x_t) up
+    to its normaliser)."""
+    weight, bias = self.head.weight[cols], self.head.bias[cols]
     if out is not None and out.dtype == h.dtype and not torch.is_autocast_enabled(h.device.type):
-        return torch.addmm(self.head.bias, h, self.head.weight.t(), out=out)     # into the sampler's buffer
-    return self.head(h).float()
+        return torch.addmm(bias, h, weight.t(), out=out)             # into the sampler's buffer
+    return F.linear(h, weight, bias).float()
 
 SEDD.normalised = property(lambda self: self.param == 'x0' and isinstance(self.graph, Absorbing))
 
@@ -464,7 +466,7 @@ def time_factor(self:ShiftedNoise, sbar): return self.inner.time_factor(sbar, ba
 def sample_features(self:ShiftedNoise, x_t, sbar, mask=None):
     return self.inner.sample_features(x_t, sbar, mask, cond=as_tensor(sbar) + self.offset)
 @patch
-def sample_logits(self:ShiftedNoise, h, out=None): return self.inner.sample_logits(h, out)
+def sample_logits(self:ShiftedNoise, h, out=None, cols=slice(None)): return self.inner.sample_logits(h, out, cols)
 ShiftedNoise.normalised = property(lambda self: self.inner.normalised)
 
 # %% ../nbs/06_models.ipynb #smpl0006
