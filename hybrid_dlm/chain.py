@@ -246,7 +246,7 @@ def exp_masses(net, h, block:int, width:int=None):
     if bad.any():
         with network_call(): l = net.sample_logits(h[bad]).float()
         top = l.amax(-1, keepdim=True)
-        mass[bad] = m = block_sums((l - top).exp(), block)
+        mass[bad] = m = block_sums((l - top).exp_(), block)
         z[bad] = top[:, 0].double() + m.double().sum(-1).log()
     return mass, z
 
