@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .forward import (as_tensor, per_row, discrete_schedule, vp_schedule, Absorbing, Uniform, diffuse, mask_weighted,
                                 mask_by_count, draw_normal, draw_integers, draw_permutation, draw_categorical,
-                                draw_uniform, draw_from_logits, weights_argmax, gumbel_argmax, gumbel_block, block_sums,
+                                draw_uniform, draw_from_logits, gumbel_argmax, gumbel_block, block_sums,
                                 log_z_held, argmax_last)
 from .losses import decoder_logits, eps_loss
 
