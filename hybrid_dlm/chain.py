@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .forward import (as_tensor, per_row, discrete_schedule, vp_schedule, Absorbing, Uniform, diffuse, mask_weighted,
                                 mask_by_count, draw_normal, draw_integers, draw_permutation, draw_categorical,
                                 draw_uniform, draw_from_logits, gumbel_argmax, gumbel_block, block_sums,
-                                log_z_held, argmax_last)
+                                log_z_held, shifted_block_sums, argmax_last)
 from .losses import decoder_logits, eps_loss
 
 # %% ../nbs/04_chain.ipynb #3ae599b1
@@ -244,9 +244,7 @@ def exp_masses(net, h, block:int, width:int=None):
     bad = ~log_z_held(z)
     if bad.any():
         with network_call(): l = net.sample_logits(h[bad]).float()
-        top = l.amax(-1, keepdim=True)
-        mass[bad] = m = block_sums((l - top).exp_(), block)
-        z[bad] = top[:, 0].double() + m.double().sum(-1).log()
+        mass[bad], z[bad] = shifted_block_sums(l, block)
     return mass, z
 
 def unmask_step(net, feats, lse, x, free, log_c, removal, generator=None, temperature:float=1., top_p:float=1.):

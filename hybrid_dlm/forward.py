@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['GUMBEL_BLOCK_MIN', 'LOG_Z_MIN', 'NUCLEUS_BINS', 'RANDOM_CALLS', 'DISCRETE_SCHEDULES', 'VP_SCHEDULES',
            'seeded_generator', 'argmax_last', 'draw_uniform', 'draw_normal', 'draw_integers', 'draw_permutation',
-           'draw_categorical', 'gumbel_block', 'block_sums', 'log_z_held', 'exp_block_sums', 'gumbel_argmax',
-           'weights_argmax', 'nucleus', 'draw_from_logits', 'stray_draws', 'as_tensor', 'per_row', 'DiscreteSchedule',
-           'LogLinear', 'Geometric', 'discrete_schedule', 'Graph', 'Absorbing', 'Uniform', 'mask_weighted',
-           'mask_by_count', 'VPSchedule', 'LinearLogSNR', 'Cosine', 'Sqrt', 'vp_schedule', 'diffuse',
+           'draw_categorical', 'gumbel_block', 'block_sums', 'log_z_held', 'shifted_block_sums', 'exp_block_sums',
+           'gumbel_argmax', 'weights_argmax', 'nucleus', 'draw_from_logits', 'stray_draws', 'as_tensor', 'per_row',
+           'DiscreteSchedule', 'LogLinear', 'Geometric', 'discrete_schedule', 'Graph', 'Absorbing', 'Uniform',
+           'mask_weighted', 'mask_by_count', 'VPSchedule', 'LinearLogSNR', 'Cosine', 'Sqrt', 'vp_schedule', 'diffuse',
            'stratified_times']
 
 # %% ../nbs/02_forward.ipynb #61471a50
@@ -97,17 +97,20 @@ def log_z_held(log_z):
     "Which rows' weights e^l float32 holds: log Z [N] finite and above `LOG_Z_MIN` (NaN: no)."
     return (log_z > LOG_Z_MIN) & (log_z < math.inf)
 
+def shifted_block_sums(logits, block:int):
+    "The `block_sums` of e^(l - max) of float `logits` [N, C], and each row's log Z [N] in float64 (the safe way)."
+    top = logits.amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    mass = _block_sums((logits - top).exp_(), block)
+    return mass, top[:, 0].double() + mass.double().sum(-1).log()
+
 def exp_block_sums(logits, block:int=None):
     """The `block_sums` [N, n_blocks] of the weights of `logits` [N, C]: e^l unshifted where float32 holds them
     (`log_z_held`), which saves a pass for the maximum, and e^(l - max) in the other rows."""
     block = gumbel_block(logits.shape[1], block)
     mass = _block_sums(logits.to(torch.promote_types(logits.dtype, torch.float32)).exp(), block)
     bad = ~log_z_held(mass.double().sum(-1).log())
-    if bad.any():
-        l = logits[bad].to(mass.dtype)
-        top = l.amax(-1, keepdim=True)
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        mass[bad] = _block_sums((l - top).exp_(), block)
+    if bad.any(): mass[bad] = shifted_block_sums(logits[bad].to(mass.dtype), block)[0]
     return mass
 
 def gumbel_argmax(logits, generator=None, block:int=None, mass=None):
@@ -130,7 +133,7 @@ def nucleus(logits, top_p:float, bins:int=NUCLEUS_BINS):
     """`logits` [N, C] set to -inf outside each row's nucleus: the fewest most probable classes whose mass reaches top_p
     (equal logits ranked by class). The classes are binned by logit and the bins' masses summed; only the bin where the
     nucleus ends is sorted."""
-    N, C = logits.shape
+    N = len(logits)
     top = logits.amax(-1, keepdim=True)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     low = torch.where(logits > -math.inf, logits, top).amin(-1, keepdim=True)
