@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .forward import (as_tensor, per_row, discrete_schedule, vp_schedule, Absorbing, Uniform, diffuse, mask_weighted,
                                 mask_by_count, draw_normal, draw_integers, draw_permutation, draw_categorical,
-                                draw_uniform, draw_from_logits, gumbel_argmax, gumbel_block, block_sums,
+                                draw_uniform, draw_from_logits, gumbel_in_blocks, gumbel_block, block_sums,
                                 log_z_held, shifted_block_sums, argmax_last)
 from .losses import decoder_logits, eps_loss
 
@@ -281,14 +281,18 @@ def unmask_step(net, feats, lse, x, free, log_c, removal, generator=None, temper
     log_u = draw_uniform(len(idx), generator, x.device, torch.float64).log()      # the decisions' uniforms, first
     moves = lambda j, l: (log_u[j] < log_c[seq[j]] + l) | removal[seq[j]]
     out, block, buf = x.reshape(-1).clone(), gumbel_block(net.vocab_size), None
-    def draw(pos, mass=None):           # tokens at positions pos from their logits, `rows` at a time (one buffer)
+    def draw(pos, mass=None):           # tokens at positions pos, `rows` at a time
         nonlocal buf
         if not len(pos): return
-        if buf is None: buf = torch.empty(min(rows, len(idx)), net.vocab_size, device=x.device)
         for k in torch.arange(len(pos), device=pos.device).split(rows):
+            if plain and mass is not None:  # block masses held: the logits of each drawn block only
+                def at(cls, h=flat[pos[k]]):
+                    with network_call(): return net.sample_logits_at(h, cls)
+                out[pos[k]] = gumbel_in_blocks(mass[k], at, net.vocab_size, generator, block)
+                continue
+            if buf is None: buf = torch.empty(min(rows, len(idx)), net.vocab_size, device=x.device)   # whole rows
             with network_call(): logits = net.sample_logits(flat[pos[k]], out=buf[:len(k)])
-            out[pos[k]] = (gumbel_argmax(logits, generator, block, mass=mass[k]) if plain and mass is not None else
-                           draw_from_logits(logits, generator, temperature, top_p))
+            out[pos[k]] = draw_from_logits(logits, generator, temperature, top_p)
     fresh = torch.isnan(lz[idx])
     for j in fresh.nonzero()[:, 0].split(SAMPLE_POSITIONS):   # new outputs: log Z, the decisions, the draws
         pos = idx[j]

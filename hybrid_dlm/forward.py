@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['GUMBEL_BLOCK_MIN', 'LOG_Z_MIN', 'NUCLEUS_BINS', 'RANDOM_CALLS', 'DISCRETE_SCHEDULES', 'VP_SCHEDULES',
            'seeded_generator', 'argmax_last', 'draw_uniform', 'draw_normal', 'draw_integers', 'draw_permutation',
-           'draw_categorical', 'gumbel_block', 'block_sums', 'log_z_held', 'shifted_block_sums', 'exp_block_sums',
-           'gumbel_argmax', 'weights_argmax', 'nucleus', 'draw_from_logits', 'stray_draws', 'as_tensor', 'per_row',
-           'DiscreteSchedule', 'LogLinear', 'Geometric', 'discrete_schedule', 'Graph', 'Absorbing', 'Uniform',
-           'mask_weighted', 'mask_by_count', 'VPSchedule', 'LinearLogSNR', 'Cosine', 'Sqrt', 'vp_schedule', 'diffuse',
-           'stratified_times']
+           'draw_categorical', 'gumbel_in_blocks', 'gumbel_block', 'block_sums', 'log_z_held', 'shifted_block_sums',
+           'exp_block_sums', 'gumbel_argmax', 'weights_argmax', 'nucleus', 'draw_from_logits', 'stray_draws',
+           'as_tensor', 'per_row', 'DiscreteSchedule', 'LogLinear', 'Geometric', 'discrete_schedule', 'Graph',
+           'Absorbing', 'Uniform', 'mask_weighted', 'mask_by_count', 'VPSchedule', 'LinearLogSNR', 'Cosine', 'Sqrt',
+           'vp_schedule', 'diffuse', 'stratified_times']
 
 # %% ../nbs/02_forward.ipynb #61471a50
 import math
@@ -71,17 +71,22 @@ def _block_sums(w, block:int):
     s = w[:, :full].unflatten(1, (C // block, block)).sum(-1)
     return s if full == C else torch.cat([s, w[:, full:].sum(-1, keepdim=True)], 1)
 
-def _two_stage(w, logits, generator, block:int, mass=None):
-    """A block by Gumbel-max over the logs of its weight sums (`mass` [N, n_blocks] when the caller holds them), then a
-    class within it by Gumbel-max over its logits (log w when `logits` is None)."""
-    src = w if logits is None else logits
-    C, dev = src.shape[1], src.device
-    mass = (_block_sums(w, block) if mass is None else mass).double().log()
-    start = argmax_last(mass + _gumbel(mass.shape, generator, dev)) * block
+def gumbel_in_blocks(mass, class_logits, n_classes:int, generator=None, block:int=None):
+    """The two-stage draw of rows whose block sums `mass` [N, n_blocks] are held: a block by Gumbel-max over log mass,
+    then a class within it by Gumbel-max over `class_logits(cls)`, the logits at the classes cls [N, block] of the
+    drawn blocks only (the rest of each row need not exist)."""
+    block, dev = gumbel_block(n_classes, block), mass.device
+    log_m = mass.double().log()
+    start = argmax_last(log_m + _gumbel(log_m.shape, generator, dev)) * block
     cls = start[:, None] + torch.arange(block, device=dev)
-    inner = src.gather(1, cls.clamp(max=C - 1)).double()
-    inner = (inner.log() if logits is None else inner).masked_fill(cls >= C, -math.inf)
+    inner = class_logits(cls.clamp(max=n_classes - 1)).double().masked_fill(cls >= n_classes, -math.inf)
     return start + argmax_last(inner + _gumbel(inner.shape, generator, dev))
+
+def _two_stage(w, logits, generator, block:int, mass=None):
+    "`gumbel_in_blocks` on whole rows of weights w or of logits (`mass` [N, n_blocks] when the caller holds it)."
+    src = w if logits is None else logits
+    pick = (lambda cls: src.gather(1, cls).double().log()) if logits is None else (lambda cls: src.gather(1, cls))
+    return gumbel_in_blocks(_block_sums(w, block) if mass is None else mass, pick, src.shape[1], generator, block)
 
 def gumbel_block(n_classes:int, block:int=None) -> int:
     "Classes per block of a two-stage draw over `n_classes` (about their square root; all of them when few)."

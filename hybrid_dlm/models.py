@@ -445,6 +445,11 @@ def sample_logits(self:DiscreteDenoiser, feats, out=None, cols=slice(None)):
     "Time-free logits [N, V] of the features of N positions, at the classes `cols` (written into `out` when given)."
     return feats[:, cols] if out is None else out.copy_(feats[:, cols])
 
+@patch
+def sample_logits_at(self:DiscreteDenoiser, feats, cls):
+    "Time-free logits [N, k] of the features of N positions at classes cls [N, k] (its own classes for each position)."
+    return feats.gather(1, cls).float()
+
 DiscreteDenoiser.normalised = False     # True: the logits' logsumexp is zero by construction (need not be computed)
 
 @patch
@@ -468,6 +473,12 @@ def sample_logits(self:SEDD, h, out=None, cols=slice(None)):
         return torch.addmm(bias, h, weight.t(), out=out)             # into the sampler's buffer
     return F.linear(h, weight, bias).float()
 
+@patch
+def sample_logits_at(self:SEDD, h, cls):
+    "The head's raw output at N positions' hidden states h [N, d], at classes cls [N, k]: k rows of the head each."
+    w = self.head.weight[cls].to(h.dtype)                            # [N, k, d]
+    return torch.bmm(w, h[:, :, None])[..., 0].float() + self.head.bias[cls].float()
+
 SEDD.normalised = property(lambda self: self.param == 'x0' and isinstance(self.graph, Absorbing))
 
 @patch
@@ -477,6 +488,8 @@ def sample_features(self:ShiftedNoise, x_t, sbar, mask=None):
     return self.inner.sample_features(x_t, sbar, mask, cond=as_tensor(sbar) + self.offset)
 @patch
 def sample_logits(self:ShiftedNoise, h, out=None, cols=slice(None)): return self.inner.sample_logits(h, out, cols)
+@patch
+def sample_logits_at(self:ShiftedNoise, h, cls): return self.inner.sample_logits_at(h, cls)
 ShiftedNoise.normalised = property(lambda self: self.inner.normalised)
 
 # %% ../nbs/06_models.ipynb #smpl0006
