@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .forward import (as_tensor, per_row, discrete_schedule, vp_schedule, Absorbing, Uniform, diffuse, mask_weighted,
                                 mask_by_count, draw_normal, draw_integers, draw_permutation, draw_categorical,
                                 draw_uniform, draw_from_logits, gumbel_in_blocks, gumbel_block, block_sums,
-                                log_z_held, shifted_block_sums, argmax_last)
+                                log_z_held, shifted_block_sums, argmax_last, exp_)
 from .losses import decoder_logits, eps_loss
 
 # %% ../nbs/04_chain.ipynb #3ae599b1
@@ -259,7 +259,7 @@ def exp_masses(net, h, block:int, width:int=None):
     for c0 in range(0, C, width):
         c1 = min(C, c0 + width)
         with network_call(): w = net.sample_logits(h, out=buf[:N * (c1 - c0)].view(N, c1 - c0), cols=slice(c0, c1))
-        mass[:, c0 // block:-(-c1 // block)] = block_sums(w.exp_(), block)
+        mass[:, c0 // block:-(-c1 // block)] = block_sums(exp_(w), block)
     z = mass.double().sum(-1).log()
     bad = ~log_z_held(z)
     if bad.any():
