@@ -292,7 +292,7 @@ def unmask_step(net, feats, lse, x, free, log_c, removal, generator=None, temper
                 continue
             if buf is None: buf = torch.empty(min(rows, len(idx)), net.vocab_size, device=x.device)   # whole rows
             with network_call(): logits = net.sample_logits(flat[pos[k]], out=buf[:len(k)])
-            out[pos[k]] = draw_from_logits(logits, generator, temperature, top_p)
+            out[pos[k]] = draw_from_logits(logits, generator, temperature, top_p, overwrite=True)
     fresh = torch.isnan(lz[idx])
     for j in fresh.nonzero()[:, 0].split(SAMPLE_POSITIONS):   # new outputs: log Z, the decisions, the draws
         pos = idx[j]
@@ -468,7 +468,7 @@ def decode(net, z, decoder:Decoder, allow:int=None, greedy:bool=True, generator=
     out = []
     for i in range(0, len(q), rows):                      # blocks of rows: never the whole [B, L, V] logits at once
         with network_call(): logits = q[i:i + rows] @ keys.T
-        out.append(argmax_last(logits) if greedy else draw_from_logits(logits, generator, temperature, top_p))
+        out.append(argmax_last(logits) if greedy else draw_from_logits(logits, generator, temperature, top_p, overwrite=True))
     return torch.cat(out).reshape(z.shape[:-1])
 
 # %% ../nbs/04_chain.ipynb #25ed40e4

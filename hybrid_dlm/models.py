@@ -597,7 +597,7 @@ def sample(self:AR, n:int, steps:int=None, seq_len:int=None, generator=None, pro
         inp = torch.cat([start, x[:, :k]], 1)                                          # the start token and the prompt
         for i in tqdm(range(k, L), desc='ar', disable=not progress, leave=False):
             with network_call(1.): logits = self.next_logits(inp, cache)
-            x[:, i] = draw_from_logits(logits, generator, temperature, top_p)
+            x[:, i] = draw_from_logits(logits, generator, temperature, top_p, overwrite=True)
             inp = x[:, i:i + 1]
     self.train(was_training)
     return (x, {}) if return_states else x
