@@ -65,6 +65,12 @@ def _gumbel(shape, generator, device):
     u = draw_uniform(shape, generator, device, torch.float64).clamp(min=1e-300)
     return -torch.log(-torch.log(u))
 
+def _race(v, generator):
+    """The index of the largest v / E in each row of non-negative v, E standard exponential (-log U from float64
+    uniforms): Gumbel-max over log v with the same uniforms (its noise is -log E), without a logarithm of v."""
+    e = draw_uniform(v.shape, generator, v.device, torch.float64).log_().neg_()
+    return argmax_last(v.double() / e)
+
 LOG2E = 1 / math.log(2)
 
 def exp_(x, out=None):
@@ -84,8 +90,7 @@ def gumbel_in_blocks(mass, class_logits, n_classes:int, generator=None, block:in
     then a class within it by Gumbel-max over `class_logits(cls)`, the logits at the classes cls [N, block] of the
     drawn blocks only (the rest of each row need not exist)."""
     block, dev = gumbel_block(n_classes, block), mass.device
-    log_m = mass.double().log()
-    start = argmax_last(log_m + _gumbel(log_m.shape, generator, dev)) * block
+    start = _race(mass, generator) * block
     cls = start[:, None] + torch.arange(block, device=dev)
     inner = class_logits(cls.clamp(max=n_classes - 1)).double().masked_fill(cls >= n_classes, -math.inf)
     return start + argmax_last(inner + _gumbel(inner.shape, generator, dev))
@@ -125,10 +130,13 @@ def exp_weights(logits, overwrite:bool=False):
     return exp_(logits) if overwrite and logits.dtype == dt else exp_(logits, out=torch.empty_like(logits, dtype=dt))
 
 def weights_argmax(w, generator=None, block:int=None):
-    "One class per row of non-negative weights `w` [N, C] (rows need not sum to one), drawn as `gumbel_argmax` draws."
-    block = gumbel_block(w.shape[1], block)
-    if block >= w.shape[1]: return argmax_last(w.double().log() + _gumbel(w.shape, generator, w.device))
-    return gumbel_in_blocks(_block_sums(w, block), lambda cls: w.gather(1, cls).double().log(), w.shape[1], generator, block)
+    """One class per row of non-negative weights `w` [N, C] (rows need not sum to one), drawn as `gumbel_argmax` draws,
+    by the exponential race argmax w / E: Gumbel-max over log w with the same uniforms, and no logarithm of w."""
+    C, block = w.shape[1], gumbel_block(w.shape[1], block)
+    if block >= C: return _race(w, generator)
+    start = _race(_block_sums(w, block), generator) * block      # a block by its mass, then a class within it
+    cls = start[:, None] + torch.arange(block, device=w.device)
+    return start + _race(w.gather(1, cls.clamp(max=C - 1)).masked_fill(cls >= C, 0.), generator)
 
 def gumbel_argmax(logits, generator=None, block:int=None, overwrite:bool=False):
     """One class per row of `logits` [N, C] drawn from softmax(logits) by Gumbel-max with float64 noise; rows wider than
