@@ -86,9 +86,9 @@ def _block_sums(w, block:int):
     return s if full == C else torch.cat([s, w[:, full:].sum(-1, keepdim=True)], 1)
 
 def gumbel_in_blocks(mass, class_logits, n_classes:int, generator=None, block:int=None):
-    """The two-stage draw of rows whose block sums `mass` [N, n_blocks] are held: a block by Gumbel-max over log mass,
-    then a class within it by Gumbel-max over `class_logits(cls)`, the logits at the classes cls [N, block] of the
-    drawn blocks only (the rest of each row need not exist)."""
+    """The two-stage draw of rows whose block sums `mass` [N, n_blocks] are held: a block by its mass (`_race`, which is
+    Gumbel-max over log mass), then a class within it by Gumbel-max over `class_logits(cls)`, the logits at the
+    classes cls [N, block] of the drawn blocks only (the rest of each row need not exist)."""
     block, dev = gumbel_block(n_classes, block), mass.device
     start = _race(mass, generator) * block
     cls = start[:, None] + torch.arange(block, device=dev)
@@ -130,8 +130,9 @@ def exp_weights(logits, overwrite:bool=False):
     return exp_(logits) if overwrite and logits.dtype == dt else exp_(logits, out=torch.empty_like(logits, dtype=dt))
 
 def weights_argmax(w, generator=None, block:int=None):
-    """One class per row of non-negative weights `w` [N, C] (rows need not sum to one), drawn as `gumbel_argmax` draws,
-    by the exponential race argmax w / E: Gumbel-max over log w with the same uniforms, and no logarithm of w."""
+    """One class per row of non-negative weights `w` [N, C] (rows need not sum to one), with probability w / sum(w):
+    on rows wider than `GUMBEL_BLOCK_MIN` a block by its mass, then a class within it, each by the exponential race
+    argmax w / E (`_race`: Gumbel-max over log w with the same uniforms, and no logarithm of w)."""
     C, block = w.shape[1], gumbel_block(w.shape[1], block)
     if block >= C: return _race(w, generator)
     start = _race(_block_sums(w, block), generator) * block      # a block by its mass, then a class within it
