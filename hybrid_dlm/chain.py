@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .forward import (as_tensor, per_row, discrete_schedule, vp_schedule, Absorbing, Uniform, diffuse, mask_weighted,
                                 mask_by_count, draw_normal, draw_integers, draw_permutation, draw_categorical,
                                 draw_uniform, draw_from_logits, gumbel_in_blocks, gumbel_block, block_sums,
-                                log_z_held, shifted_block_sums, argmax_last, exp_)
+                                log_z_held, shifted_block_sums, argmax_last, LOG2E)
 from .losses import decoder_logits, eps_loss
 
 # %% ../nbs/04_chain.ipynb #3ae599b1
@@ -80,14 +80,15 @@ def argmax_product(q, keys, rows:int=None, cols:int=None):
     """argmax_y q_i . keys_y for queries q [N, k] over keys [V, k], as `(q @ keys.T).argmax(-1)` (the first maximum, NaN
     above all). On a CPU in tiles of 512 x 1024 scores that stay in cache (no [N, V] block written to memory and read
     back); a tile's maxima come from `amax`, 4x faster than `max` with indices, and only rows whose best score rose look
-    for their index. Elsewhere in blocks of 1024 whole rows, with no host synchronisation per tile."""
+    for their index. Elsewhere in blocks of 1024 whole rows, with no host synchronisation per tile. The keys are cast
+    to q's dtype a tile at a time."""
     cpu = q.device.type == 'cpu'
     rows, cols = rows or (512 if cpu else 1024), cols or (1024 if cpu else len(keys))
     scores, out = q.new_empty(min(rows, len(q)) * min(cols, len(keys))), []
     for i in range(0, len(q), rows):
         qi, best, idx = q[i:i + rows], None, None
         for j in range(0, len(keys), cols):
-            kj = keys[j:j + cols]
+            kj = keys[j:j + cols].to(q.dtype)
             s = torch.mm(qi, kj.T, out=scores[:len(qi) * len(kj)].view(len(qi), len(kj)))
             if best is None: best, idx = s.max(-1); continue
             v = s.amax(-1)
@@ -258,8 +259,8 @@ def exp_masses(net, h, block:int, width:int=None):
     mass, buf = torch.empty(N, -(-C // block), device=dev), torch.empty(N * min(width, C), device=dev)
     for c0 in range(0, C, width):
         c1 = min(C, c0 + width)
-        with network_call(): w = net.sample_logits(h, out=buf[:N * (c1 - c0)].view(N, c1 - c0), cols=slice(c0, c1))
-        mass[:, c0 // block:-(-c1 // block)] = block_sums(exp_(w), block)
+        with network_call(): w = net.sample_logits(h, out=buf[:N * (c1 - c0)].view(N, c1 - c0), cols=slice(c0, c1), log2=True)
+        mass[:, c0 // block:-(-c1 // block)] = block_sums(w.exp2_(), block)        # e^l = 2^(l log2 e), in place
     z = mass.double().sum(-1).log()
     bad = ~log_z_held(z)
     if bad.any():
@@ -455,20 +456,26 @@ class Decoder:
 @torch.no_grad()
 def decode(net, z, decoder:Decoder, allow:int=None, greedy:bool=True, generator=None, rows:int=None,
            temperature:float=1., top_p:float=1.):
-    """Tokens from vectors z [B, L, d] with the decoder's logits (those of its bound term): the argmax, or a float64
-    Gumbel-max draw at `temperature` within the nucleus `top_p`; `rows` positions at a time (default: `sample_rows`)."""
+    """Tokens from vectors z [B, L, d] with the decoder's logits (those of its bound term), in float64: the argmax
+    (`argmax_product`, in cache-sized tiles that the argmax reads as the product makes them, both counted as the
+    network's), or a Gumbel-max draw at `temperature` within the nucleus `top_p`, `rows` positions at a time (default:
+    `sample_rows`) in one buffer."""
     n = len(z)
-    rows = rows or max(1, sample_rows(z.device, 2 * len(net.keys())))        # float64 logits: half the float32 rows
     al, sg = torch.full((n,), decoder.alpha, dtype=torch.float64), torch.full((n,), decoder.sigma, dtype=torch.float64)
     with network_call(0. if decoder.lam is None else 1.):
         h = None if decoder.lam is None else net.correction(z, torch.full((n,), decoder.lam), al, sg)
     q = net.queries(z.double(), al, sg, None if h is None else h.double()).reshape(-1, z.shape[-1] + 2)
-    keys = net.keys().double()
+    keys = net.keys()
     if allow is not None: keys = keys[:allow]
-    out = []
+    if greedy:                                     # float64 products, the keys cast a tile at a time
+        with network_call(): return argmax_product(q, keys).reshape(z.shape[:-1])
+    keys = keys.double()
+    rows = rows or max(1, sample_rows(z.device, 2 * len(keys)))            # float64 logits: half the float32 rows
+    buf, out = q.new_empty(min(rows, len(q)), len(keys)), []
     for i in range(0, len(q), rows):                      # blocks of rows: never the whole [B, L, V] logits at once
-        with network_call(): logits = q[i:i + rows] @ keys.T
-        out.append(argmax_last(logits) if greedy else draw_from_logits(logits, generator, temperature, top_p, overwrite=True))
+        qi = q[i:i + rows]
+        with network_call(): logits = torch.mm(qi, keys.T, out=buf[:len(qi)])
+        out.append(draw_from_logits(logits, generator, temperature, top_p, overwrite=True))
     return torch.cat(out).reshape(z.shape[:-1])
 
 # %% ../nbs/04_chain.ipynb #25ed40e4

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .forward import (as_tensor, per_row, Absorbing, Uniform, diffuse, seeded_generator, draw_uniform, draw_categorical,
-                                draw_from_logits)
+                                draw_from_logits, weights_argmax, LOG2E)
 from .losses import log_r, sedd_scaled, dse_absorbing, dse_uniform, eps_from_x0, x0_from_eps, gaussian_prior_kl, eps_loss
-from .backbone import Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params, autocast
+from .backbone import (Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params, autocast,
+                                 head_bounds, log2_logits)
 from .chain import (ProcessConfig, Chain, GaussianToTokens, round_embeddings, rounding_error_bound, SampleStats,
                               recording, network_call)
 
@@ -441,9 +442,12 @@ def sample_features(self:DiscreteDenoiser, x_t, sbar, mask=None):
     return ls - per_row(self.time_factor(sbar), ls)
 
 @patch
-def sample_logits(self:DiscreteDenoiser, feats, out=None, cols=slice(None)):
-    "Time-free logits [N, V] of the features of N positions, at the classes `cols` (written into `out` when given)."
-    return feats[:, cols] if out is None else out.copy_(feats[:, cols])
+def sample_logits(self:DiscreteDenoiser, feats, out=None, cols=slice(None), log2:bool=False):
+    """Time-free logits [N, V] of the features of N positions, at the classes `cols` (written into `out` when given);
+    `log2`: in units of log 2 (l log2 e, whose `exp2` is e^l)."""
+    l = feats[:, cols]
+    if out is None: return l * LOG2E if log2 else l
+    return torch.mul(l, LOG2E, out=out) if log2 else out.copy_(l)
 
 @patch
 def sample_logits_at(self:DiscreteDenoiser, feats, cls):
@@ -465,13 +469,15 @@ def sample_features(self:SEDD, x_t, sbar, mask=None, cond=None):
     return self.hidden(x_t, as_tensor(sbar).to(x_t.device), mask, cond)
 
 @patch
-def sample_logits(self:SEDD, h, out=None, cols=slice(None)):
+def sample_logits(self:SEDD, h, out=None, cols=slice(None), log2:bool=False):
     """The head's raw output at N positions' hidden states h [N, d], at the classes `cols` (for x0: log p(x0 | x_t) up
-    to its normaliser)."""
+    to its normaliser); `log2`: in units of log 2 (l log2 e), at the cost of the plain output (bias and product)."""
     weight, bias = self.head.weight[cols], self.head.bias[cols]
     if out is not None and out.dtype == h.dtype and not torch.is_autocast_enabled(h.device.type):
-        return torch.addmm(bias, h, weight.t(), out=out)             # into the sampler's buffer
-    return F.linear(h, weight, bias).float()
+        if not log2: return torch.addmm(bias, h, weight.t(), out=out)             # into the sampler's buffer
+        return out.copy_((bias * LOG2E).expand_as(out)).addmm_(h * LOG2E, weight.t())
+    l = F.linear(h, weight, bias).float()
+    return l.mul_(LOG2E) if log2 else l
 
 @patch
 def sample_logits_at(self:SEDD, h, cls):
@@ -487,7 +493,8 @@ def time_factor(self:ShiftedNoise, sbar): return self.inner.time_factor(sbar, ba
 def sample_features(self:ShiftedNoise, x_t, sbar, mask=None):
     return self.inner.sample_features(x_t, sbar, mask, cond=as_tensor(sbar) + self.offset)
 @patch
-def sample_logits(self:ShiftedNoise, h, out=None, cols=slice(None)): return self.inner.sample_logits(h, out, cols)
+def sample_logits(self:ShiftedNoise, h, out=None, cols=slice(None), log2:bool=False):
+    return self.inner.sample_logits(h, out, cols, log2)
 @patch
 def sample_logits_at(self:ShiftedNoise, h, cls): return self.inner.sample_logits_at(h, cls)
 ShiftedNoise.normalised = property(lambda self: self.inner.normalised)
@@ -575,6 +582,14 @@ def next_logits(self:AR, x_new, cache):
     return self.head(self.net.step(x_new, cache)[:, -1]).float()
 
 @patch
+def next_log2_logits(self:AR, x_new, cache, out, bounds=None):
+    """`next_logits` less a shift m at least each row's largest, in units of log 2: (l - m) log2 e, written into `out`
+    [B, V] float32 (`log2_logits`; `bounds`: the head's `head_bounds`). Their `exp2` are weights of at most 1."""
+    h = self.net.step(x_new, cache)[:, -1]
+    with torch.autocast(h.device.type, enabled=False):
+        return log2_logits(h.float(), self.head.weight.float(), self.head.bias.float(), out, bounds)[0]
+
+@patch
 @torch.no_grad()
 def sample(self:AR, n:int, steps:int=None, seq_len:int=None, generator=None, progress:bool=False,
            return_states:bool=False, given=None, temperature:float=1., top_p:float=1., stats:SampleStats=None, **kw):
@@ -595,9 +610,13 @@ def sample(self:AR, n:int, steps:int=None, seq_len:int=None, generator=None, pro
         cache = self.net.new_cache(L)
         start = torch.full((n, 1), self.cfg.vocab_size, dtype=torch.long, device=dev)
         inp = torch.cat([start, x[:, :k]], 1)                                          # the start token and the prompt
+        with network_call(): bounds = head_bounds(self.head.weight.float(), self.head.bias.float())
+        buf, plain = torch.empty(n, self.cfg.vocab_size, device=dev), temperature == 1 and top_p == 1
         for i in tqdm(range(k, L), desc='ar', disable=not progress, leave=False):
-            with network_call(1.): logits = self.next_logits(inp, cache)
-            x[:, i] = draw_from_logits(logits, generator, temperature, top_p, overwrite=True)
+            with network_call(1.): l2 = self.next_log2_logits(inp, cache, buf, bounds)
+            # the weights 2^l2 in place, with no pass for the rows' maxima; temperature and top-p: logits less m
+            x[:, i] = (weights_argmax(l2.exp2_(), generator) if plain else
+                       draw_from_logits(l2.mul_(math.log(2)), generator, temperature, top_p, overwrite=True))
             inp = x[:, i:i + 1]
     self.train(was_training)
     return (x, {}) if return_states else x
