@@ -9,7 +9,7 @@ __all__ = ['ab_variants', 'lambda_b_variants', 'versus', 'study_table', 'study',
 import json, math
 from pathlib import Path
 import pandas as pd
-from .chain import parse_chain
+from .chain import paper_cuts
 from .models import ModelConfig
 from .checkpoint import checkpoint_info, find_checkpoint
 from .experiment import reproduce, HYBRID_VARIANTS
@@ -30,9 +30,7 @@ def _config_of(run) -> dict:
     if find_checkpoint(run, missing_ok=True) is None: return {}                   # the unigram floor: nothing trained
     cfg = ModelConfig.from_dict(checkpoint_info(run)['config'])
     if cfg.kind != 'hybrid': return {}
-    p, n, segs = cfg.process, cfg.network, parse_chain(cfg.process.chain)
-    kinds, cuts = [k for k, *_ in segs], [end for *_, end in segs[:-1]]
-    a, b = {('mask', 'gauss', 'mask'): cuts, ('mask', 'mask'): cuts * 2}.get(tuple(kinds), [math.nan] * 2)
+    (p, n), (a, b) = (cfg.process, cfg.network), paper_cuts(cfg.process.chain)
     return dict(chain=p.chain, a=a, b=b, lambda_b=p.lambda_b, rounding=p.rounding, lifting=p.lifting, decoder=p.decoder,
                 shared_trunk=n.shared_trunk, tie_discrete=n.tie_discrete)
 

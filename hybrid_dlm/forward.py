@@ -219,6 +219,19 @@ class DiscreteSchedule:
     "Total noise `total(t)` and rate `rate(t)` = d total / dt of a discrete forward process, `t` in [0, 1]."
     def total(self, t): raise NotImplementedError
     def rate(self, t): raise NotImplementedError
+    def level_time(self, m):
+        "The time t at which a token is masked with probability m, total(t) = -log(1 - m) (bisection, float64)."
+        m = as_tensor(m).double()
+        goal, lo, hi = -torch.log1p(-m), torch.zeros_like(m), torch.ones_like(m)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            below = self.total(mid) < goal
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return (lo + hi) / 2
+    def level_dtime(self, m):
+        "dt/dm, the time per unit of masking level at level m: 1 / ((1 - m) rate(t))."
+        m = as_tensor(m).double()
+        return 1 / ((1 - m) * self.rate(self.level_time(m)))
     def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in vars(self).items())})"
 
 # %% ../nbs/02_forward.ipynb #ba37a51a
@@ -227,6 +240,8 @@ class LogLinear(DiscreteSchedule):
     def __init__(self, eps:float=0.0): self.eps = eps
     def total(self, t): return -torch.log1p(-(1 - self.eps) * as_tensor(t))
     def rate(self, t): t = as_tensor(t); return (1 - self.eps) / (1 - (1 - self.eps) * t)
+    def level_time(self, m): return as_tensor(m) / (1 - self.eps)
+    def level_dtime(self, m): return torch.full_like(as_tensor(m).double(), 1 / (1 - self.eps))
 
 # %% ../nbs/02_forward.ipynb #a6104411
 class Geometric(DiscreteSchedule):

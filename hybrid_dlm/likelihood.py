@@ -17,7 +17,7 @@ from .forward import as_tensor, Absorbing, seeded_generator, draw_uniform
 from .backbone import autocast
 from .data import MarkovSource, Chunks, chunk_bytes, unigram_counts, unigram_logprobs
 from .chain import ProcessConfig
-from .models import DiscreteDenoiser, ModelConfig, NetworkConfig, build_model, target_prior
+from .models import DiscreteDenoiser, ModelConfig, NetworkConfig, MODEL_KINDS, build_model
 
 # %% ../nbs/08_likelihood.ipynb #69faef11
 @dataclass
@@ -127,25 +127,17 @@ def iid_source(probs) -> MarkovSource:
     src.P, src.pi = np.tile(np.asarray(probs, dtype=np.float64), (len(probs), 1)), np.asarray(probs, dtype=np.float64)
     return src
 
-def _is_iid(source:MarkovSource) -> bool: return bool(np.allclose(source.P, source.pi[None]))
-
 # %% ../nbs/08_likelihood.ipynb #f92e9fd4
 def oracle_model(source:MarkovSource, chain:str='mask', perturb:float=0.0, seq_len:int=64, embedding=None, **process):
-    """A model of any `chain` whose networks are exact oracles for `source`: Markov oracles for its masking segments,
-    and (on an i.i.d. source only) Bayes denoisers over the table `embedding` [V + 1, d] for its Gaussian segments."""
-    kind = {'mask': 'sedd', 'gauss': 'continuous'}.get(chain, 'hybrid')
+    """A model of any `chain` whose networks are exact oracles for `source`, each segment's `oracle`: Markov oracles for
+    masking segments, and (on an i.i.d. source only) Bayes denoisers over the table `embedding` [V + 1, d] for Gaussian
+    ones."""
+    kind = next((k for k, c in MODEL_KINDS.items() if c == chain), 'hybrid')
     cfg = ModelConfig(kind=kind, vocab_size=source.n_states, seq_len=seq_len, process=ProcessConfig(chain=chain, **process),
                       network=NetworkConfig(emb_dim=1 if embedding is None else embedding.shape[1]))
     model = build_model(cfg)
     for seg in model.chain.segments:           # each oracle knows how much of its target is already masked
-        m = model.masked_before(seg)
-        if seg.kind == 'mask': model.nets[seg.name] = MarkovOracle(source, m, perturb); continue
-        if embedding is None or not _is_iid(source):
-            raise ValueError("A Gaussian segment's exact denoiser exists for an i.i.d. source only: give iid_source(...) and an embedding")
-        net = model.nets[seg.name]
-        with torch.no_grad():
-            net.embedding.copy_(torch.as_tensor(embedding)[:len(net.embedding)])
-            net.bias.copy_(target_prior(torch.as_tensor(np.log(source.pi)), m, len(net.bias)))
+        model.nets[seg.name] = seg.oracle(model, source, perturb, embedding)
     return model
 
 # %% ../nbs/08_likelihood.ipynb #pair0002

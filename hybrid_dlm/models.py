@@ -22,7 +22,7 @@ from .losses import log_r, sedd_scaled, dse_absorbing, dse_uniform, eps_from_x0,
 from .backbone import (Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params, autocast,
                                  head_bounds, log2_logits)
 from .chain import (ProcessConfig, Chain, GaussianToTokens, round_embeddings, rounding_error_bound, SampleStats,
-                              recording, network_call)
+                              SamplerOptions, recording, network_call)
 
 # %% ../nbs/06_models.ipynb #a0812ac1
 PROPOSAL_BINS = 32                  # bins of the time proposals of Gaussian segments
@@ -114,6 +114,29 @@ class DiscreteDenoiser(nn.Module):
             per = dse_uniform(ls[pos], x_t[pos], target[pos], sbar[rows])
         return rows_sum(rate[rows] * per, rows, x_t.shape[0])
 
+    # how a sampler reads the network (the chain chapter's `TokenDenoiser`): log s = logits + time factor
+    normalised = False              # True: the logits' logsumexp is zero by construction (need not be computed)
+
+    def time_factor(self, sbar):
+        "The part of the log-scores that depends on the noise level alone, per sequence: log r(sbar)."
+        return log_r(as_tensor(sbar).double())
+
+    def sample_features(self, x_t, sbar, mask=None):
+        "What a sampler keeps of one network call, per position [B, L, ...]: here the log-scores less their time factor."
+        ls = self.log_score(x_t, sbar, mask)
+        return ls - per_row(self.time_factor(sbar), ls)
+
+    def sample_logits(self, feats, out=None, cols=slice(None), log2:bool=False):
+        """Time-free logits [N, V] of the features of N positions, at the classes `cols` (written into `out` when
+        given); `log2`: in units of log 2 (l log2 e, whose `exp2` is e^l)."""
+        l = feats[:, cols]
+        if out is None: return l * LOG2E if log2 else l
+        return torch.mul(l, LOG2E, out=out) if log2 else out.copy_(l)
+
+    def sample_logits_at(self, feats, cls):
+        "Time-free logits [N, k] of the features of N positions at classes cls [N, k] (its own classes for each)."
+        return feats.gather(1, cls).float()
+
 class SEDD(DiscreteDenoiser):
     """The SEDD network: backbone conditioned on the noise, a vocabulary head giving log-scores or p(x0 | x_t). The
     log-scores are scaled by the ratio r of the *total* masking noise, `base` (what the target already carries) + sbar."""
@@ -157,6 +180,34 @@ class SEDD(DiscreteDenoiser):
                                        (wr * is_tok).float(), reduction='none')
             per = per.double() + wr * (logV - 1 + lr - lo) * is_tok
         return rows_sum(per, rows, x_t.shape[0])
+
+    @property
+    def normalised(self): return self.param == 'x0' and isinstance(self.graph, Absorbing)
+
+    def time_factor(self, sbar, base=None):
+        "log r(sbar) for x0; for log-scores log r of the total masking noise (`base`, default the network's, + sbar) - log V."
+        sbar = as_tensor(sbar).double()
+        if self.param == 'x0': return log_r(sbar)
+        return log_r(sbar + (self.base if base is None else base)) - math.log(self.vocab_size)
+
+    def sample_features(self, x_t, sbar, mask=None, cond=None):
+        "The trunk's hidden states [B, L, d_model]: the head is left for `sample_logits` at the positions a sampler reads."
+        return self.hidden(x_t, as_tensor(sbar).to(x_t.device), mask, cond)
+
+    def sample_logits(self, h, out=None, cols=slice(None), log2:bool=False):
+        """The head's raw output at N positions' hidden states h [N, d], at the classes `cols` (for x0: log p(x0 | x_t)
+        up to its normaliser); `log2`: in units of log 2 (l log2 e), at the cost of the plain output."""
+        weight, bias = self.head.weight[cols], self.head.bias[cols]
+        if out is not None and out.dtype == h.dtype and not torch.is_autocast_enabled(h.device.type):
+            if not log2: return torch.addmm(bias, h, weight.t(), out=out)             # into the sampler's buffer
+            return out.copy_((bias * LOG2E).expand_as(out)).addmm_(h * LOG2E, weight.t())
+        l = F.linear(h, weight, bias).float()
+        return l.mul_(LOG2E) if log2 else l
+
+    def sample_logits_at(self, h, cls):
+        "The head's raw output at N positions' hidden states h [N, d], at classes cls [N, k]: k rows of the head each."
+        w = self.head.weight[cls].to(h.dtype)                            # [N, k, d]
+        return torch.bmm(w, h[:, :, None])[..., 0].float() + self.head.bias[cls].float()
 
 # %% ../nbs/06_models.ipynb #f0dfce5a
 def query_groups(device) -> int:
@@ -288,6 +339,13 @@ class ShiftedNoise(nn.Module):
         return self.inner.log_score(x_t, sbar, mask, cond=as_tensor(sbar) + self.offset, base=self.offset)
     def dse(self, x_t, target, mask, sbar, rate, weight=None):
         return self.inner.dse(x_t, target, mask, sbar, rate, weight, cond=as_tensor(sbar) + self.offset, base=self.offset)
+    @property
+    def normalised(self): return self.inner.normalised
+    def time_factor(self, sbar): return self.inner.time_factor(sbar, base=self.offset)
+    def sample_features(self, x_t, sbar, mask=None):
+        return self.inner.sample_features(x_t, sbar, mask, cond=as_tensor(sbar) + self.offset)
+    def sample_logits(self, h, out=None, cols=slice(None), log2:bool=False): return self.inner.sample_logits(h, out, cols, log2)
+    def sample_logits_at(self, h, cls): return self.inner.sample_logits_at(h, cls)
 
 class LearnedLifting(nn.Module):
     "mu(x_b) = E[x_b] + a correction from a small bidirectional network that sees the whole sequence E[x_b]."
@@ -329,15 +387,7 @@ class DiffusionLM(LanguageModel):
         super().__init__(cfg)
         self.chain, V, net = Chain(cfg.process, cfg.vocab_size), cfg.vocab_size, cfg.network
         self.nets = nn.ModuleDict()
-        masking = [s for s in self.chain.segments if s.kind == 'mask']
-        for seg in self.chain.segments:
-            if seg.kind == 'gauss':
-                self.nets[seg.name] = ContinuousDenoiser(self.bcfg, V + seg.target_has_mask, net.emb_dim, net.cont_param)   # a MASK row if needed
-            elif net.tie_discrete and seg is not masking[0]:
-                self.nets[seg.name] = ShiftedNoise(self.nets[masking[0].name], self.noise_before(seg))
-            else:
-                param = 'score' if seg.target_has_mask else net.param
-                self.nets[seg.name] = SEDD(self.bcfg, V, cfg.process.graph, param, self.noise_before(seg))
+        for seg in self.chain.segments: self.nets[seg.name] = seg.network(self)      # in order: a net may share an earlier one
         lifts = [c for c in self.chain.cuts if isinstance(c, GaussianToTokens)]
         self.lifting = LearnedLifting(self.bcfg, net.emb_dim) if cfg.process.lifting == 'learned' and lifts else None
         for cut in lifts:
@@ -353,24 +403,13 @@ class DiffusionLM(LanguageModel):
         if not self.unigram_nll.any(): return None
         return torch.where(x < self.cfg.vocab_size, self.unigram_nll[x.clamp(max=self.cfg.vocab_size - 1)], 0.).double()
 
-    def table_prior(self, seg):
-        """log p0 over a Gaussian segment's table, p0 the unigram law of its target (MASK included), for the segment's
-        control variate; None in training (where it would only cost time) or when the model knows no unigram."""
-        if seg.kind != 'gauss' or self.training or not self.unigram_nll.any(): return None
-        return target_prior(-self.unigram_nll.double(), self.masked_before(seg), self.nets[seg.name].n_tokens)
-
     def masked_before(self, seg) -> float:
         "Fraction of the tokens the chain has masked when segment `seg` starts."
         return float(self.chain.masked_fraction(torch.tensor(seg.start, dtype=torch.float64)))
 
-    def time_proposal(self, seg):
-        "The density over a Gaussian segment's local time its draws follow (None: uniform)."
-        q = self.proposal[seg.k]
-        return None if seg.kind != 'gauss' or bool((q == 1).all()) else q
-
     def noise_before(self, seg) -> float:
         "Total masking noise the chain has applied before segment `seg` starts."
-        return sum(float(s.sbar(torch.tensor(s.end, dtype=torch.float64, device='cpu'))) for s in self.chain.segments[:seg.k] if s.kind == 'mask')
+        return sum(s.mask_noise() for s in self.chain.segments[:seg.k])
 
     def _share_trunk(self):
         "One trunk (blocks, noise embedding, final modulation) for all networks; each keeps its input layer and head."
@@ -405,8 +444,7 @@ def terms(self:DiffusionLM, x0, mask, u, generator=None, boundary='all', unweigh
         if not len(rows): continue
         g = groups[seg.k] = dict(rows=rows, mask=mask[rows], **self.walk(x0[rows], mask[rows], seg.k, generator))
         target = g['targets'][-1]
-        out[seg.name][rows] = seg.term(self.nets[seg.name], target, g['mask'], u[rows], generator, unweighted,
-                                       self.token_costs(target), self.time_proposal(seg), self.table_prior(seg))
+        out[seg.name][rows] = seg.term(self, self.nets[seg.name], target, g['mask'], u[rows], generator, unweighted)
     if boundary == 'none': return out
     if boundary != 'all':
         for b in self.chain.boundaries: out.update(b.bound_sampled(self, groups, x0, mask, generator))
@@ -428,76 +466,6 @@ def boundary_terms(self:DiffusionLM, x0, mask, generator=None):
 def loss(self:DiffusionLM, x0, mask, u, generator=None):
     "Per-sequence training loss: the sum of the terms (Gaussian segments unweighted with gauss_loss='eps')."
     return sum(self.terms(x0, mask, u, generator, 'sample', unweighted=self.cfg.gauss_loss == 'eps').values())
-
-# %% ../nbs/06_models.ipynb #smpl0002
-@patch
-def time_factor(self:DiscreteDenoiser, sbar):
-    "The part of the log-scores that depends on the noise level alone, per sequence: log r(sbar)."
-    return log_r(as_tensor(sbar).double())
-
-@patch
-def sample_features(self:DiscreteDenoiser, x_t, sbar, mask=None):
-    "What a sampler keeps of one network call, per position [B, L, ...]: here the log-scores less their time factor."
-    ls = self.log_score(x_t, sbar, mask)
-    return ls - per_row(self.time_factor(sbar), ls)
-
-@patch
-def sample_logits(self:DiscreteDenoiser, feats, out=None, cols=slice(None), log2:bool=False):
-    """Time-free logits [N, V] of the features of N positions, at the classes `cols` (written into `out` when given);
-    `log2`: in units of log 2 (l log2 e, whose `exp2` is e^l)."""
-    l = feats[:, cols]
-    if out is None: return l * LOG2E if log2 else l
-    return torch.mul(l, LOG2E, out=out) if log2 else out.copy_(l)
-
-@patch
-def sample_logits_at(self:DiscreteDenoiser, feats, cls):
-    "Time-free logits [N, k] of the features of N positions at classes cls [N, k] (its own classes for each position)."
-    return feats.gather(1, cls).float()
-
-DiscreteDenoiser.normalised = False     # True: the logits' logsumexp is zero by construction (need not be computed)
-
-@patch
-def time_factor(self:SEDD, sbar, base=None):
-    "log r(sbar) for x0; for log-scores log r of the total masking noise (`base`, default the network's, + sbar) - log V."
-    sbar = as_tensor(sbar).double()
-    if self.param == 'x0': return log_r(sbar)
-    return log_r(sbar + (self.base if base is None else base)) - math.log(self.vocab_size)
-
-@patch
-def sample_features(self:SEDD, x_t, sbar, mask=None, cond=None):
-    "The trunk's hidden states [B, L, d_model]: the head is left for `sample_logits` at the positions a sampler reads."
-    return self.hidden(x_t, as_tensor(sbar).to(x_t.device), mask, cond)
-
-@patch
-def sample_logits(self:SEDD, h, out=None, cols=slice(None), log2:bool=False):
-    """The head's raw output at N positions' hidden states h [N, d], at the classes `cols` (for x0: log p(x0 | x_t) up
-    to its normaliser); `log2`: in units of log 2 (l log2 e), at the cost of the plain output (bias and product)."""
-    weight, bias = self.head.weight[cols], self.head.bias[cols]
-    if out is not None and out.dtype == h.dtype and not torch.is_autocast_enabled(h.device.type):
-        if not log2: return torch.addmm(bias, h, weight.t(), out=out)             # into the sampler's buffer
-        return out.copy_((bias * LOG2E).expand_as(out)).addmm_(h * LOG2E, weight.t())
-    l = F.linear(h, weight, bias).float()
-    return l.mul_(LOG2E) if log2 else l
-
-@patch
-def sample_logits_at(self:SEDD, h, cls):
-    "The head's raw output at N positions' hidden states h [N, d], at classes cls [N, k]: k rows of the head each."
-    w = self.head.weight[cls].to(h.dtype)                            # [N, k, d]
-    return torch.bmm(w, h[:, :, None])[..., 0].float() + self.head.bias[cls].float()
-
-SEDD.normalised = property(lambda self: self.param == 'x0' and isinstance(self.graph, Absorbing))
-
-@patch
-def time_factor(self:ShiftedNoise, sbar): return self.inner.time_factor(sbar, base=self.offset)
-@patch
-def sample_features(self:ShiftedNoise, x_t, sbar, mask=None):
-    return self.inner.sample_features(x_t, sbar, mask, cond=as_tensor(sbar) + self.offset)
-@patch
-def sample_logits(self:ShiftedNoise, h, out=None, cols=slice(None), log2:bool=False):
-    return self.inner.sample_logits(h, out, cols, log2)
-@patch
-def sample_logits_at(self:ShiftedNoise, h, cls): return self.inner.sample_logits_at(h, cls)
-ShiftedNoise.normalised = property(lambda self: self.inner.normalised)
 
 # %% ../nbs/06_models.ipynb #smpl0006
 def as_given(given, n:int, L:int, vocab_size:int, device=None):
@@ -523,8 +491,8 @@ def sample(self:DiffusionLM, n:int, steps:int=128, seq_len:int=None, generator=N
     dev = self.device
     if L > self.cfg.seq_len: raise ValueError(f"seq_len {L} is longer than the model's {self.cfg.seq_len}")
     given = as_given(given, n, L, self.cfg.vocab_size, dev)
-    keep = None if given is None else given >= 0
-    fill = lambda x: x if given is None or x.is_floating_point() else torch.where(keep, given, x)
+    opts = SamplerOptions(discrete, continuous, temperature, top_p, cache, clamp, given, greedy_decode, progress)
+    fill = lambda x: x if given is None or x.is_floating_point() else torch.where(opts.keep, given, x)
     generator = generator if generator is not None else seeded_generator(0, dev)
     was_training = self.training; self.eval()
     segs = self.chain.segments
@@ -533,13 +501,10 @@ def sample(self:DiffusionLM, n:int, steps:int=128, seq_len:int=None, generator=N
     with autocast(dev), recording(stats):
         state = fill(self.chain.end.prior(self, n, L, generator, dev))
         for seg, k in zip(reversed(segs), reversed(split)):
-            if seg.kind == 'mask':
-                kw = dict(method=discrete, keep=keep, temperature=temperature, top_p=top_p, cache=cache)
-            else: kw = dict(method=continuous, clamp=clamp, given=given)
             b = self.chain.boundaries[seg.k]                       # the boundary at the segment's start
-            state = seg.reverse(self.nets[seg.name], state, k, generator, progress=progress, **kw)
+            state = seg.reverse(self.nets[seg.name], state, k, generator, opts)
             states[('z_' if state.is_floating_point() else 'x_') + b.name] = state
-            state = fill(b.reverse(self, state, generator, greedy=greedy_decode, temperature=temperature, top_p=top_p))
+            state = fill(b.reverse(self, state, generator, opts))
             states[('z_' if state.is_floating_point() else 'x_') + b.name] = state
     self.train(was_training)
     return (state, states) if return_states else state
@@ -628,39 +593,21 @@ def build_model(cfg:ModelConfig=None, **kwargs) -> LanguageModel:
 
 # %% ../nbs/06_models.ipynb #a1df61b6
 @patch
-@torch.no_grad()
 def fit_proposal(self:DiffusionLM, x0, mask, generator=None, floor:float=0.1, chunk:int=64):
-    """Fit each Gaussian segment's time proposal to its integrand on the sequences x0: one draw per bin of local time
-    for each sequence, density proportional to the root mean square of the integrand there, mixed with the uniform
-    density (`floor`). The bins are evaluated together, `chunk` sequences per call (a call per bin left the threads
-    idle on small batches). It runs in the model's mode: called by the trainer, with the denoisers' training tables."""
-    nb, n = self.proposal.shape[1], len(x0)
-    for seg in self.chain.segments:
-        if seg.kind != 'gauss': continue
-        target = self.walk(x0, mask, seg.k, generator)['targets'][-1].repeat(nb, 1)       # bin b: rows b*n .. b*n+n-1
-        bins = torch.arange(nb, dtype=torch.float64, device=x0.device).repeat_interleave(n)
-        u, m = seg.start + seg.length * (bins + draw_uniform(nb * n, generator, x0.device, torch.float64)) / nb, mask.repeat(nb, 1)
-        term = torch.cat([seg.term(self.nets[seg.name], target[i:i + chunk], m[i:i + chunk], u[i:i + chunk], generator)
-                          for i in range(0, nb * n, chunk)])
-        q = term.view(nb, n).pow(2).mean(1).sqrt().float()
-        q = q / q.mean() if q.sum() > 0 else torch.ones_like(q)
-        self.proposal[seg.k] = (1 - floor) * q + floor
+    """Fit each segment's time proposal, where its kind has one (Gaussian segments: density proportional to the root
+    mean square of the integrand in each bin of local time, mixed with the uniform density, `floor`), on sequences x0."""
+    for seg in self.chain.segments: seg.fit_proposal(self, x0, mask, generator, floor, chunk)
 
 @patch
 @torch.no_grad()
 def init_unigram(self:DiffusionLM, logp):
-    """Start every network at the data's unigram distribution `logp` [V]: each output bias at the context-free optimum
-    (log-scores log p + log V, x0 logits log p; the Gaussian decoder's prior log p + log(1 - m) and log m for MASK after
-    a masking segment that masked a fraction m; a later masking segment needs nothing more, since its scores are
-    scaled by the chain's total masking noise), and the token costs of the control variates."""
+    """Start every network at the data's unigram distribution `logp` [V], each as its segment says (`init_unigram`:
+    SEDD's head bias at log p + log V, x0 logits at log p; the Gaussian decoder's prior log p + log(1 - m) and log m for
+    MASK after a masking segment that masked a fraction m; a later masking segment needs nothing more, since its scores
+    are scaled by the chain's total masking noise), and the token costs of the control variates."""
     logp = as_tensor(logp).float().to(self.unigram_nll.device)
     self.unigram_nll.copy_(-logp)
-    for seg in self.chain.segments:
-        net = self.nets[seg.name]
-        if isinstance(net, ShiftedNoise) or not hasattr(net, 'head' if seg.kind == 'mask' else 'bias'): continue
-        if seg.kind == 'mask':
-            if isinstance(seg.graph, Absorbing): net.head.bias.copy_(logp + (0. if net.param == 'x0' else math.log(len(logp))))
-        else: net.bias.copy_(target_prior(logp, self.masked_before(seg), len(net.bias)))
+    for seg in self.chain.segments: seg.init_unigram(self, self.nets[seg.name], logp)
 
 @patch
 @torch.no_grad()
@@ -670,5 +617,5 @@ def restrict_train_rows(self:DiffusionLM, seen):
     if self.cfg.network.train_rows == 'all': return
     seen = as_tensor(seen).bool()
     for net in self.nets.values():
-        if isinstance(net, ContinuousDenoiser):
+        if hasattr(net, 'train_rows'):                 # a Gaussian denoiser
             net.train_rows.copy_(torch.cat([seen, seen.new_ones(net.n_tokens - len(seen))]).to(net.train_rows.device))

@@ -61,7 +61,7 @@ def correction_pair(model):
     hybrid)."""
     chain = getattr(model, 'chain', None)
     for seg in chain.segments[:-1] if chain else []:
-        if seg.kind == 'gauss': return 'x_' + chain.boundaries[seg.k + 1].name, 'x_' + chain.boundaries[seg.k].name
+        if seg.continuous: return 'x_' + chain.boundaries[seg.k + 1].name, 'x_' + chain.boundaries[seg.k].name
     return None
 
 def changed_fraction(before, after, mask_id:int) -> dict:
