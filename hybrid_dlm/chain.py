@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .forward import (as_tensor, per_row, discrete_schedule, vp_schedule, Absorbing, Uniform, diffuse, mask_weighted,
-                                mask_by_count, draw_normal, draw_integers, draw_permutation, draw_categorical,
-                                draw_uniform, draw_from_logits, gumbel_in_blocks, gumbel_block, block_sums,
-                                log_z_held, shifted_block_sums, argmax_last, LOG2E)
+from .forward import (as_tensor, per_row, discrete_schedule, vp_schedule, Absorbing, Uniform, diffuse,
+                                mask_weighted, mask_by_count, draw_normal, draw_integers, draw_permutation,
+                                draw_categorical, draw_uniform, argmax_last, LOG2E)
+from .draws import (draw_from_logits, gumbel_in_blocks, gumbel_block, block_sums, log_z_held,
+                              shifted_block_sums)
 from .losses import decoder_logits, eps_loss
 
 # %% ../nbs/04_chain.ipynb #3ae599b1

@@ -16,8 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .forward import (as_tensor, per_row, Absorbing, Uniform, diffuse, seeded_generator, draw_uniform, draw_categorical,
-                                draw_from_logits, weights_argmax, LOG2E)
+from .forward import (as_tensor, per_row, Absorbing, Uniform, diffuse, seeded_generator, draw_uniform,
+                                draw_categorical, LOG2E)
+from .draws import draw_from_logits
 from .losses import log_r, sedd_scaled, dse_absorbing, dse_uniform, eps_from_x0, x0_from_eps, gaussian_prior_kl, eps_loss
 from .backbone import (Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params, autocast,
                                  head_bounds, log2_logits)
@@ -576,12 +577,11 @@ def sample(self:AR, n:int, steps:int=None, seq_len:int=None, generator=None, pro
         start = torch.full((n, 1), self.cfg.vocab_size, dtype=torch.long, device=dev)
         inp = torch.cat([start, x[:, :k]], 1)                                          # the start token and the prompt
         with network_call(): bounds = head_bounds(self.head.weight.float(), self.head.bias.float())
-        buf, plain = torch.empty(n, self.cfg.vocab_size, device=dev), temperature == 1 and top_p == 1
+        buf = torch.empty(n, self.cfg.vocab_size, device=dev)
         for i in tqdm(range(k, L), desc='ar', disable=not progress, leave=False):
             with network_call(1.): l2 = self.next_log2_logits(inp, cache, buf, bounds)
-            # the weights 2^l2 in place, with no pass for the rows' maxima; temperature and top-p: logits less m
-            x[:, i] = (weights_argmax(l2.exp2_(), generator) if plain else
-                       draw_from_logits(l2.mul_(math.log(2)), generator, temperature, top_p, overwrite=True))
+            # logits less a shift known in advance, in units of log 2: their exp2 are the weights, in place
+            x[:, i] = draw_from_logits(l2, generator, temperature, top_p, overwrite=True, log2=True)
             inp = x[:, i:i + 1]
     self.train(was_training)
     return (x, {}) if return_states else x
