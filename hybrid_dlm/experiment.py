@@ -8,6 +8,7 @@ __all__ = ['PAPER_TABLE2', 'HYBRID_VARIANTS', 'BEST_VARIANT', 'RESULT_COLUMNS', 
 
 # %% ../nbs/10_experiment.ipynb #c3b8174a
 import json, math, os, time
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
@@ -16,7 +17,7 @@ from .data import load_chunks, markov_source, DataError, unigram_counts
 from .checkpoint import checkpoint_info, find_checkpoint, load_checkpoint
 from .likelihood import evaluate, bound_breakdown, plot_breakdown, BoundResult, UnigramModel, paired_difference
 from .models import MODEL_KINDS
-from .train import PRESETS, preset_configs, train
+from .train import PRESETS, RunLock, preset_configs, train
 
 # %% ../nbs/10_experiment.ipynb #61c67ad8
 PAPER_TABLE2 = {'sedd': 49.60, 'continuous': 209.93, 'hybrid': 203.20}     # the paper's reported perplexities
@@ -58,6 +59,11 @@ def _evaluate_once(d:Path, info:dict, echunks, ev:dict, corpus:str, split:str, n
 def reproduce(preset:str='cpu', out='runs/cpu', models=tuple(MODEL_KINDS), device=None, progress:bool=True,
               variants:dict=None, **overrides) -> pd.DataFrame:
     "Train and evaluate the models of a preset on identical data; write results.csv and plots to `out`."
+    with RunLock(out) if os.environ.get('RANK', '0') == '0' else nullcontext():      # one writer (rank 0)
+        return _reproduce(preset, out, models, device, progress, variants, **overrides)
+
+def _reproduce(preset, out, models, device, progress, variants, **overrides) -> pd.DataFrame:
+    "`reproduce`, run while the lock of `out` is held."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if variants is None: variants = {BEST_VARIANT: HYBRID_VARIANTS[BEST_VARIANT]} if 'hybrid' in models else {}
     ev = {k: overrides.pop(k) for k in ('time_samples', 'max_chunks', 'mc_target') if k in overrides}

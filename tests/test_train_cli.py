@@ -86,7 +86,9 @@ def test_reproduce_smoke_writes_results(tmp_path):
 @pytest.mark.parametrize('args,message', [
     (['train', '--model', 'gpt', '--out', 'x'], "invalid choice: 'gpt'"),
     (['train', '--model', 'hybrid', '--preset', 'smoke', '--out', 'x', '--chain', 'mask 0.8 gauss 0.3 mask'], 'increase strictly'),
-    (['train', '--model', 'sedd', '--preset', 'smoke', '--out', 'x', '--steps', '0'], 'steps must be positive'),
+    (['train', '--model', 'sedd', '--preset', 'smoke', '--out', 'x', '--steps', '0'], 'must be a positive integer, got 0'),
+    (['train', '--model', 'hybrid', '--out', 'x', '--a', '0.8', '--b', '0.3'], "--chain 'mask 0.35 gauss 0.75 mask'"),
+    (['sample', '--ckpt', 'x', '--top-p', '1.5'], 'argument --top-p: must be in (0, 1], got 1.5'),
     (['train', '--model', 'sedd', '--preset', 'smoke', '--out', 'x', '--set', 'depth=3'], 'Unknown options'),
     (['eval', '--ckpt', 'missing.pt', '--corpus', 'markov'], 'No checkpoint'),
     (['eval', '--oracle', '--corpus', 'wiki-vital'], '--oracle needs --corpus markov'),
