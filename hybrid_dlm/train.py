@@ -57,6 +57,8 @@ class TrainConfig:
             raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}: choose constant or cosine")
 
 # %% ../nbs/09_train.ipynb #f0532bf9
+from .backbone import BackboneConfig
+
 _CPU = dict(model=dict(size='cpu', seq_len=64, emb_dim=32),      # the cpu presets' model and evaluation
             eval=dict(corpus='wiki-vital', split='test', max_chunks=512, time_samples=16, mc_target=0.02))
 PRESETS = {
@@ -74,12 +76,21 @@ PRESETS = {
                   eval=dict(corpus='wikitext-103', split='test', max_chunks=None, time_samples=16, mc_target=0.02)),
 }
 
-CONFIGS = (ProcessConfig, NetworkConfig, ModelConfig, TrainConfig)   # the config tree: every field name is a flag
+CONFIGS = (ProcessConfig, NetworkConfig, BackboneConfig, ModelConfig, TrainConfig)   # each field a flag
+_SECTIONS = {'model', 'train', 'process', 'network', 'backbone'}   # prefixes of a dotted name: network.backbone.n_layer
 
-def _fields(cls) -> set: return {f.name for f in fields(cls)} - {'process', 'network'}
+def _fields(cls) -> set: return {f.name for f in fields(cls)} - {'process', 'network', 'backbone'}
+
+def _plain(name:str) -> str:
+    "A field's name without the sections before it (`model.network.backbone.n_layer` -> `n_layer`)."
+    *path, last = name.split('.')
+    if set(path) - _SECTIONS:
+        raise ValueError(f"Unknown option {name!r}: a dotted name goes through {', '.join(sorted(_SECTIONS))}")
+    return last
 
 def preset_configs(preset:str, kind:str, **options):
-    "(ModelConfig, TrainConfig) of a preset for a model kind, with any field of the config tree given by name."
+    "(ModelConfig, TrainConfig) of a preset for a model kind, with any field of the config tree by name."
+    options = {_plain(k): v for k, v in options.items()}
     if preset not in PRESETS: raise ValueError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if kind not in MODEL_KINDS: raise ValueError(f"Unknown model {kind!r}: choose one of {', '.join(MODEL_KINDS)}")
     unknown = set(options) - set().union(*map(_fields, CONFIGS))
@@ -88,7 +99,8 @@ def preset_configs(preset:str, kind:str, **options):
     given = {**p['model'], **p['train'], **p.get('kinds', {}).get(kind, {}), **options, 'kind': kind}
     pick = lambda cls: {k: v for k, v in given.items() if k in _fields(cls)}
     process = None if kind == 'ar' else ProcessConfig(**pick(ProcessConfig))
-    model = ModelConfig(**pick(ModelConfig), process=process, network=NetworkConfig(**pick(NetworkConfig)))
+    network = NetworkConfig(**pick(NetworkConfig), backbone=pick(BackboneConfig) or None)  # over the size's
+    model = ModelConfig(**pick(ModelConfig), process=process, network=network)
     return model, TrainConfig(**pick(TrainConfig))
 
 # %% ../nbs/09_train.ipynb #9b471be3
