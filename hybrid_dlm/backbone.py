@@ -61,6 +61,9 @@ def backbone_config(name_or_cfg, # a name in `SIZES`, a `BackboneConfig` or a di
                     **overrides  # fields to change, e.g. dropout=0.1
                    ) -> BackboneConfig:
     "The `BackboneConfig` named by a preset, given directly or as a dict, with optional field overrides."
+    given = {**(name_or_cfg if isinstance(name_or_cfg, dict) else {}), **overrides}
+    if unknown := sorted(set(given) - set(BackboneConfig.__dataclass_fields__)):
+        raise ValueError(f"unknown backbone fields {unknown}: use {', '.join(BackboneConfig.__dataclass_fields__)}")
     if isinstance(name_or_cfg, BackboneConfig): cfg = name_or_cfg
     elif isinstance(name_or_cfg, dict): cfg = BackboneConfig(**name_or_cfg)
     elif isinstance(name_or_cfg, str):
@@ -532,8 +535,7 @@ def compile_backbones(model:nn.Module, # a model or a network containing `Backbo
     device = device or next(iter(model.parameters()), torch.zeros(())).device
     check_compile(device)
     for m in model.modules():
-        if type(m).__name__ == 'Backbone':     # by name: a class defined again (a notebook, autoreload) counts too
-            m.compile(**{'dynamic': True, **options})
+        if isinstance(m, Backbone): m.compile(**{'dynamic': True, **options})   # subclasses too
     return model
 
 # %% ../nbs/05_backbone.ipynb #9fbd9e66

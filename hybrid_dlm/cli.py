@@ -77,6 +77,8 @@ def _unrecognized(parser, args, extra) -> str:
             + f" (see {sub.prog} --help)")
 
 # %% ../nbs/13_cli.ipynb #8c7a0eb2
+from .data import corpus_help
+
 def format_table(row:dict) -> str:
     "A dict as an aligned two-column table, floats with 6 significant digits."
     width = max(map(len, row))
@@ -96,8 +98,7 @@ def add_data_parser(subparsers):
     sub = data.add_subparsers(dest="data_command", required=True, metavar="{stats}")
     p = sub.add_parser("stats", help="documents, tokens, chunks and padding of a corpus split",
                        description="Documents, tokens, chunks and padding of a corpus split (for markov also its exact NLL per token).")
-    p.add_argument("--corpus", required=True, help="openwebtext, wikitext-2, wikitext-103, wiki-vital, markov, or a path "
-                   "to a .txt, .jsonl, .parquet, WikiText (.raw/.tokens) file or a datasets.save_to_disk directory")
+    p.add_argument("--corpus", required=True, help=corpus_help().replace('%', '%%'))   # the registered corpora, a path
     p.add_argument("--split", default="train", help="train, validation or test (default: train)")
     p.add_argument("--seq-len", type=COUNT, default=64, help="chunk length L (default: 64)")
     p.add_argument("--max-docs", type=COUNT, default=None, help="use only the first N documents")

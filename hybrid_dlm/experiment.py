@@ -7,13 +7,13 @@ __all__ = ['PAPER_TABLE2', 'HYBRID_VARIANTS', 'BEST_VARIANT', 'RESULT_COLUMNS', 
            'seed_spread']
 
 # %% ../nbs/10_experiment.ipynb #c3b8174a
-import json, math, os, time
+import json, math, os, re, time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .data import load_chunks, markov_source, DataError, unigram_counts
+from .data import load_chunks, markov_source, DataError, unigram_counts, resolve_corpus
 from .checkpoint import checkpoint_info, find_checkpoint, load_checkpoint
 from .likelihood import evaluate, bound_breakdown, plot_breakdown, BoundResult, UnigramModel, paired_difference
 from .models import MODEL_KINDS
@@ -35,16 +35,24 @@ BEST_VARIANT = 'hybrid+tied'                  # the lowest bound of that chapter
 RESULT_COLUMNS = ['model', 'ppl', 'ppl_stderr', 'nll_per_token', 'tokens', 'train_tokens', 'train_seconds', 'params']
 FLOOR = 'unigram'                             # the row every table has: the training split's unigram model
 
-def _eval_chunks(ev:dict, seq_len:int):
-    "The evaluation chunks of a preset (all of them, `max_chunks` are taken by `evaluate`)."
-    return load_chunks(ev['corpus'], ev['split'], seq_len)
+def _eval_corpora(given) -> list:
+    "Evaluation corpora as a list: a list or tuple, or one string of names and paths separated by commas."
+    corpora = [c.strip() for c in given.split(',')] if isinstance(given, str) else [str(c) for c in given]
+    if not corpora or not all(corpora): raise ValueError(f"eval_corpora needs at least one corpus, got {given!r}: "
+                                                         "e.g. --set eval_corpora=wiki-vital,path/to/test.txt")
+    for c in corpora: resolve_corpus(c)                 # an unknown name or a missing file fails before training
+    return corpora
+
+def _table_name(corpus:str) -> str:
+    "The part of a corpus's file names (`results_<name>.csv`): its name, or a local file's name without its suffix."
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(corpus).stem if isinstance(resolve_corpus(corpus), Path) else corpus)
 
 def _evaluate_once(d:Path, info:dict, echunks, ev:dict, corpus:str, split:str, name:str, exact, device,
                    progress) -> BoundResult:
     "The bound of the checkpoint in `d`, once per checkpoint and evaluation setting (kept in `d/bound_*.json`)."
     key = dict(checkpoint=[info['step'], info['train_seconds']], corpus=corpus, split=split,    # identifies the weights
                time_samples=ev['time_samples'], max_chunks=ev['max_chunks'], mc_target=ev.get('mc_target'), seed=0)
-    f = d / f'bound_{corpus}_{split}.json'
+    f = d / f'bound_{_table_name(corpus)}_{split}.json'
     if f.exists() and (saved := json.loads(f.read_text()))['key'] == key:
         return BoundResult(**{**saved['result'], 'per_sequence': np.array(saved['result']['per_sequence'])})
     model = load_checkpoint(d, weights='ema', device=device or 'cpu')
@@ -58,7 +66,7 @@ def _evaluate_once(d:Path, info:dict, echunks, ev:dict, corpus:str, split:str, n
 # %% ../nbs/10_experiment.ipynb #6692e096
 def reproduce(preset:str='cpu', out='runs/cpu', models=tuple(MODEL_KINDS), device=None, progress:bool=True,
               variants:dict=None, **overrides) -> pd.DataFrame:
-    "Train and evaluate the models of a preset on identical data; write results.csv and plots to `out`."
+    "Train and evaluate the models of a preset on identical data; write a table per evaluation corpus, and plots."
     with RunLock(out) if os.environ.get('RANK', '0') == '0' else nullcontext():      # one writer (rank 0)
         return _reproduce(preset, out, models, device, progress, variants, **overrides)
 
@@ -68,9 +76,11 @@ def _reproduce(preset, out, models, device, progress, variants, **overrides) -> 
     if variants is None: variants = {BEST_VARIANT: HYBRID_VARIANTS[BEST_VARIANT]} if 'hybrid' in models else {}
     ev = {k: overrides.pop(k) for k in ('time_samples', 'max_chunks', 'mc_target') if k in overrides}
     if 'eval_split' in overrides: ev['split'] = overrides.pop('eval_split')
+    if 'eval_corpora' in overrides: ev['corpora'] = _eval_corpora(overrides.pop('eval_corpora'))
     runs = {kind: preset_configs(preset, kind, **overrides) for kind in models}      # validates preset and options
+    if 'corpus' in overrides and 'corpora' not in ev:                 # the corpus trained on, then the preset's others
+        ev['corpora'] = [overrides['corpus'], *PRESETS[preset]['eval']['corpora'][1:]]
     ev = {**PRESETS[preset]['eval'], **ev}
-    if 'corpus' in overrides: ev.update(corpus=overrides['corpus'], split=ev.get('split', 'test'))   # the corpus trained on
     runs.update({name: preset_configs(preset, 'hybrid', **{**overrides, **v}) for name, v in (variants or {}).items()})
     mc0, tc0 = next(iter(runs.values()))
     t_start = time.perf_counter()
@@ -85,14 +95,18 @@ def _reproduce(preset, out, models, device, progress, variants, **overrides) -> 
             info = checkpoint_info(d)
         infos[name] = info
         curves[name] = pd.read_json(d / 'metrics.jsonl', lines=True)
-    eval_sets = [ev['corpus']]
-    if preset == 'cpu':
-        try: _eval_chunks(dict(corpus='wikitext-103', split='test'), mc0.seq_len); eval_sets.append('wikitext-103')
-        except DataError as e: print(f"WikiText-103 is not reachable, evaluating on {ev['corpus']} only ({str(e).splitlines()[0][:80]}...)")
-    tables = {}
-    for corpus in eval_sets:
-        split = ev['split'] if corpus == ev['corpus'] else 'test'
-        echunks = load_chunks(corpus, split, mc0.seq_len)
+    tables, names, main = {}, set(), str(ev['corpora'][0])
+    for corpus in map(str, ev['corpora']):
+        split = ev['split'] if corpus == main else 'test'
+        try:
+            echunks = load_chunks(corpus, split, mc0.seq_len)   # all of them: `max_chunks` are taken by `evaluate`
+            if echunks.vocab_size != chunks.vocab_size:
+                raise DataError(f"{corpus} has a vocabulary of {echunks.vocab_size} tokens, the models "
+                                f"{chunks.vocab_size}: evaluate on corpora of the training corpus's tokenizer")
+        except DataError as e:
+            if corpus == main: raise
+            print(f"{corpus} cannot be evaluated, writing no table for it ({str(e).splitlines()[0][:100]}...)")
+            continue
         exact = markov_source() if corpus == 'markov' else None
         rows, results = [], []
         floor = evaluate(UnigramModel(unigram_counts(chunks)), echunks, max_chunks=ev['max_chunks'], progress=False, name=FLOOR,
@@ -108,12 +122,15 @@ def _reproduce(preset, out, models, device, progress, variants, **overrides) -> 
                              bits_per_byte=r.bits_per_byte, eval_corpus=r.corpus, eval_split=r.split,
                              **({'exact_nll_per_token': r.exact_nll_per_token} if exact else {})))
         df = _paired_columns(pd.DataFrame(rows), {r.model: r.per_sequence for r in results}, results[0].tokens)
-        suffix = '' if corpus == ev['corpus'] else f'_{corpus}'
+        suffix = '' if corpus == main else f'_{_table_name(corpus)}'
+        suffix += f'-{len(names)}' if suffix and suffix in names else ''    # two files of one name: the second numbered
+        names.add(suffix)
         df.to_csv(out / f'results{suffix}.csv', index=False)
         bound_breakdown(results).to_csv(out / f'breakdown{suffix}.csv')
         pd.DataFrame({r.model: r.per_sequence for r in results}).to_csv(out / f'per_sequence{suffix}.csv', index=False)
         tables[corpus] = (df, results)
-    df, results = tables[ev['corpus']]
+    if len(tables) > 1: pd.concat([t for t, _ in tables.values()]).to_csv(out / 'results_all.csv', index=False)
+    df, results = tables[main]
     _plots(out, curves, df, results)
     (out / 'run.json').write_text(json.dumps(dict(preset=preset, overrides=overrides, eval=ev, models=list(runs),
                                                   total_seconds=time.perf_counter() - t_start), default=str))

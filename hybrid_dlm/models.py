@@ -26,14 +26,17 @@ from .chain import (ProcessConfig, Chain, GaussianToTokens, round_embeddings, ro
                               SamplerOptions, recording, network_call)
 
 # %% ../nbs/06_models.ipynb #a0812ac1
+from .backbone import BackboneConfig
+
 PROPOSAL_BINS = 32                  # bins of the time proposals of Gaussian segments
 
 MODEL_KINDS = {'ar': None, 'sedd': 'mask', 'continuous': 'gauss', 'hybrid': 'mask 0.35 gauss 0.75 mask'}   # kind: its chain
 
 @dataclass
 class NetworkConfig:
-    "The networks that reverse the chain: their size and parametrisations."
-    size: str = 'tiny'               # backbone size, a name of `backbone.SIZES`
+    "The networks that reverse the chain: their backbone's shape and parametrisations."
+    size: str = 'tiny'               # the backbone's preset, a name of `backbone.SIZES`: fills what `backbone` omits
+    backbone: BackboneConfig = None  # the backbone's shape, or a dict of some of its fields (None: the preset's)
     emb_dim: int = 32                # embedding dimension d of the Gaussian segments
     param: str = 'score'             # the first masking segment's output: score (SEDD log-scores) or x0 (MDLM)
     cont_param: str = 'x0'           # Gaussian denoiser output: x0 (posterior mean over the table) or eps
@@ -42,7 +45,9 @@ class NetworkConfig:
     train_rows: str = 'seen'         # table rows a Gaussian denoiser averages over in training: seen (in the training split) or all
 
     def __post_init__(self):
-        backbone_config(self.size)
+        preset = backbone_config(self.size)
+        if isinstance(self.backbone, dict): self.backbone = backbone_config(preset, **self.backbone)  # given fields win
+        self.backbone = backbone_config(preset if self.backbone is None else self.backbone)
         for name, allowed in dict(param=('score', 'x0'), cont_param=('x0', 'eps'), train_rows=('seen', 'all')).items():
             if getattr(self, name) not in allowed: raise ValueError(f"Unknown {name} {getattr(self, name)!r}: choose {' or '.join(allowed)}")
         if self.emb_dim < 1: raise ValueError(f"emb_dim must be positive, got {self.emb_dim}")
@@ -363,7 +368,7 @@ class LanguageModel(nn.Module):
     exact = False                    # True when `terms` is the exact NLL (one evaluation is enough)
     def __init__(self, cfg:ModelConfig):
         super().__init__()
-        self.cfg, self.bcfg = cfg, backbone_config(cfg.network.size)
+        self.cfg, self.bcfg = cfg, backbone_config(cfg.network.backbone)
     @property
     def kind(self): return self.cfg.kind
     @property

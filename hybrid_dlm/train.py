@@ -57,26 +57,37 @@ class TrainConfig:
             raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}: choose constant or cosine")
 
 # %% ../nbs/09_train.ipynb #f0532bf9
+from .backbone import BackboneConfig
+
 _CPU = dict(model=dict(size='cpu', seq_len=64, emb_dim=32),      # the cpu presets' model and evaluation
-            eval=dict(corpus='wiki-vital', split='test', max_chunks=512, time_samples=16, mc_target=0.02))
+            eval=dict(corpora=('wiki-vital',), split='test', max_chunks=512, time_samples=16, mc_target=0.02))
 PRESETS = {
     'smoke': dict(model=dict(size='tiny', seq_len=64, emb_dim=16),
                   train=dict(corpus='wiki-vital', steps=8, batch_size=8, lr=1e-3, warmup=2, ckpt_every=4, log_every=2, ema=0.9),
-                  eval=dict(corpus='wiki-vital', split='test', max_chunks=32, time_samples=2)),
+                  eval=dict(corpora=('wiki-vital',), split='test', max_chunks=32, time_samples=2)),
     'cpu': dict(_CPU, train=dict(corpus='wiki-vital', steps=150, batch_size=32, lr=2e-3, warmup=15, ckpt_every=50, log_every=5,
                                 ema=0.98),
+                eval=dict(_CPU['eval'], corpora=('wiki-vital', 'wikitext-103')),   # WikiText-103 when reachable
                 kinds=dict(continuous=dict(steps=450))),      # its share of the 10 minutes: see the experiment chapter
     'cpu-paper': dict(_CPU, train=dict(corpus='wiki-vital', steps=2000, batch_size=32, lr=2e-3, warmup=100,   # the paper's budget
                                       lr_schedule='cosine', ckpt_every=100, log_every=10, ema=0.995)),
     'paper': dict(model=dict(size='small', seq_len=64, emb_dim=64),
                   train=dict(corpus='openwebtext', max_docs=20000, steps=2000, batch_size=32, lr=1e-4, warmup=100, ckpt_every=500,
                              log_every=10, ema=0.999),
-                  eval=dict(corpus='wikitext-103', split='test', max_chunks=None, time_samples=16, mc_target=0.02)),
+                  eval=dict(corpora=('wikitext-103',), split='test', max_chunks=None, time_samples=16, mc_target=0.02)),
 }
 
-CONFIGS = (ProcessConfig, NetworkConfig, ModelConfig, TrainConfig)   # the config tree: every field name is a flag
+CONFIGS = (ProcessConfig, NetworkConfig, BackboneConfig, ModelConfig, TrainConfig)   # each field a flag
+_SECTIONS = {'model', 'train', 'process', 'network', 'backbone'}   # prefixes of a dotted name: network.backbone.n_layer
 
-def _fields(cls) -> set: return {f.name for f in fields(cls)} - {'process', 'network'}
+def _fields(cls) -> set: return {f.name for f in fields(cls)} - {'process', 'network', 'backbone'}
+
+def _plain(name:str) -> str:
+    "A field's name without the sections before it (`model.network.backbone.n_layer` -> `n_layer`)."
+    *path, last = name.split('.')
+    if set(path) - _SECTIONS:
+        raise ValueError(f"Unknown option {name!r}: a dotted name goes through {', '.join(sorted(_SECTIONS))}")
+    return last
 
 def _unknown(names) -> str:
     "One line for option names that are no field: the nearest field of each, and where the paper's a, b went."
@@ -98,7 +109,8 @@ def _check_types(options:dict):
             raise ValueError(f"{f.name} must be {what}, got {v!r}")
 
 def preset_configs(preset:str, kind:str, **options):
-    "(ModelConfig, TrainConfig) of a preset for a model kind, with any field of the config tree given by name."
+    "(ModelConfig, TrainConfig) of a preset for a model kind, with any field of the config tree by name."
+    options = {_plain(k): v for k, v in options.items()}
     if preset not in PRESETS: raise ValueError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if kind not in MODEL_KINDS: raise ValueError(f"Unknown model {kind!r}: choose one of {', '.join(MODEL_KINDS)}")
     unknown = set(options) - set().union(*map(_fields, CONFIGS))
@@ -108,7 +120,8 @@ def preset_configs(preset:str, kind:str, **options):
     given = {**p['model'], **p['train'], **p.get('kinds', {}).get(kind, {}), **options, 'kind': kind}
     pick = lambda cls: {k: v for k, v in given.items() if k in _fields(cls)}
     process = None if kind == 'ar' else ProcessConfig(**pick(ProcessConfig))
-    model = ModelConfig(**pick(ModelConfig), process=process, network=NetworkConfig(**pick(NetworkConfig)))
+    network = NetworkConfig(**pick(NetworkConfig), backbone=pick(BackboneConfig) or None)  # over the size's
+    model = ModelConfig(**pick(ModelConfig), process=process, network=network)
     return model, TrainConfig(**pick(TrainConfig))
 
 # %% ../nbs/09_train.ipynb #9b471be3
