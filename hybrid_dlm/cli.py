@@ -26,7 +26,8 @@ from .sampling import decode_texts, given_tokens
 from .sample_quality import run_sample_eval, sample_eval_json, COLUMNS
 from .experiment import reproduce, seed_spread, summary_table, HYBRID_VARIANTS, BEST_VARIANT
 from .bench import bench, speed_vs_ar, sampling_table
-from .backbone import CompileUnavailable, keep_freed_memory
+from .backbone import CompileUnavailable
+from .runtime import apply_runtime
 
 # %% ../nbs/13_cli.ipynb #8c7a0eb2
 def format_table(row:dict) -> str:
@@ -112,11 +113,11 @@ def run_eval(args) -> int:
     if args.oracle:
         if args.corpus != 'markov': raise ValueError("--oracle needs --corpus markov: only the Markov source has exact scores")
         chunks, src = load_chunks('markov', args.split, args.seq_len), markov_source()
-        models = {'oracle-sedd': oracle_model(src, 'mask', seq_len=args.seq_len).to(args.device or 'cpu'),
-                  'oracle-hybrid': oracle_model(src, 'mask 0.35 mask', seq_len=args.seq_len).to(args.device or 'cpu')}
+        models = {'oracle-sedd': oracle_model(src, 'mask', seq_len=args.seq_len).to(args.device),
+                  'oracle-hybrid': oracle_model(src, 'mask 0.35 mask', seq_len=args.seq_len).to(args.device)}
     else:
         if not args.ckpt: raise ValueError("give --ckpt PATH (a run directory of hdlm train) or --oracle")
-        model = load_checkpoint(args.ckpt, weights='ema', device=args.device or 'cpu')
+        model = load_checkpoint(args.ckpt, weights='ema', device=args.device)
         chunks = load_chunks(args.corpus, args.split, model.cfg.seq_len)
         if chunks.vocab_size != model.cfg.vocab_size:
             raise ValueError(f"{args.corpus} has a vocabulary of {chunks.vocab_size} tokens but the model was trained on {model.cfg.vocab_size}: evaluate it on a corpus with its tokenizer")
@@ -140,7 +141,7 @@ def add_eval_parser(subparsers):
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--seq-len', type=int, default=64, help='chunk length for --oracle')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', default=None, help='cpu (default), cuda, cuda:1')
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: cuda when available)')
     p.add_argument('--json', action='store_true', help='print JSON (one object per model)')
     p.set_defaults(func=run_eval)
 
@@ -148,7 +149,7 @@ def add_eval_parser(subparsers):
 def run_sample(args) -> int:
     "`hdlm sample`: generate and print texts (token ids for a non-GPT-2 vocabulary)."
     if args.prefix is not None and args.infill is not None: raise ValueError("give --prefix or --infill, not both")
-    model = load_checkpoint(args.ckpt, weights='ema', device=args.device or 'cpu')
+    model = load_checkpoint(args.ckpt, weights='ema', device=args.device)
     kw = {} if args.sampler is None else {('continuous' if args.sampler in ('ddpm', 'ddim') else 'discrete'): args.sampler}
     if args.cache: kw['cache'] = True
     given = None
@@ -186,7 +187,7 @@ def add_sample_parser(subparsers):
     p.add_argument('--cache', action='store_true',
                    help="masking segments reuse the network's output across steps that change no token")
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', default=None, help='cpu (default), cuda, cuda:1')
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: cuda when available)')
     p.add_argument('--json', action='store_true', help='print a JSON list of texts')
     p.set_defaults(func=run_sample)
 
@@ -326,8 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv:list[str]|None=None) -> int:
     "Run `hdlm` with `argv` (default: the command line); returns the exit status."
     args = build_parser().parse_args(argv)
-    keep_freed_memory()                                  # every command: see the backbone chapter
-    try: return args.func(args)
+    try:
+        rt = apply_runtime(device=getattr(args, 'device', None))   # every command, first thing (the runtime chapter)
+        if hasattr(args, 'device'): args.device = rt.device        # one default device for every command
+        return args.func(args)
     except KNOWN_ERRORS as e:
         if os.environ.get('HDLM_DEBUG'): raise          # the full traceback, for debugging
         print(f"error: {e}", file=sys.stderr)
