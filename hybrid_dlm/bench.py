@@ -15,7 +15,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count, sdpa_backward_flop_count
 from .forward import stratified_times, seeded_generator, draw_integers
 from .models import MODEL_KINDS, build_model
-from .backbone import peak_matmul_flops, autocast, keep_freed_memory, warn_if_denormals_kept
+from .backbone import peak_matmul_flops, autocast
+from .runtime import apply_runtime, warn_if_denormals_kept
 from .train import preset_configs, make_optimizer, TrainConfig
 from .chain import SampleStats
 from .data import load_chunks, unigram_counts
@@ -179,8 +180,8 @@ def bench(size:str='cpu', batch:int=32, seq_len:int=64, seq_lens=(64, 128, 256, 
           sample_nfe=(8, 16, 32, 64, 128, 256), progress:bool=True, corpus:str='wiki-vital') -> pd.DataFrame:
     """The benchmark table: every model and phase, then training cost against L and against the batch size, then
     sampling against the number of steps (`sample_sweep`)."""
-    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    keep_freed_memory(); warn_if_denormals_kept()          # as the trainer (the backbone chapter)
+    device = apply_runtime(device=device).device           # as the trainer: the runtime chapter's policy, first
+    warn_if_denormals_kept()
     peak = peak_matmul_flops(4096 if torch.device(device).type == 'cpu' else 8192, device=device,
                              dtype=torch.float32 if torch.device(device).type == 'cpu' else torch.bfloat16)
     models = bench_models(size, max(max(seq_lens or [seq_len]), seq_len), device, corpus)

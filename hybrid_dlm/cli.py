@@ -29,7 +29,8 @@ from .sampling import decode_texts, given_tokens
 from .sample_quality import run_sample_eval, sample_eval_json, COLUMNS
 from .experiment import reproduce, seed_spread, summary_table, HYBRID_VARIANTS, BEST_VARIANT
 from .bench import bench, speed_vs_ar, sampling_table
-from .backbone import CompileUnavailable, keep_freed_memory
+from .backbone import CompileUnavailable
+from .runtime import apply_runtime
 
 # %% ../nbs/13_cli.ipynb #efc4e437
 class UsageError(ValueError): "A command line that does not parse."
@@ -165,11 +166,11 @@ def run_eval(args) -> int:
         seq_len = args.seq_len or 64
         if args.corpus != 'markov': raise ValueError("--oracle needs --corpus markov: only the Markov source has exact scores")
         chunks, src = load_chunks('markov', args.split, seq_len), markov_source()
-        models = {'oracle-sedd': oracle_model(src, 'mask', seq_len=seq_len).to(args.device or 'cpu'),
-                  'oracle-hybrid': oracle_model(src, 'mask 0.35 mask', seq_len=seq_len).to(args.device or 'cpu')}
+        models = {'oracle-sedd': oracle_model(src, 'mask', seq_len=seq_len).to(args.device),
+                  'oracle-hybrid': oracle_model(src, 'mask 0.35 mask', seq_len=seq_len).to(args.device)}
     else:
         if not args.ckpt: raise ValueError("give --ckpt PATH (a run directory of hdlm train) or --oracle")
-        model = load_checkpoint(args.ckpt, weights='ema', device=args.device or 'cpu')
+        model = load_checkpoint(args.ckpt, weights='ema', device=args.device)
         if args.seq_len not in (None, model.cfg.seq_len):
             raise ValueError(f"{args.ckpt} holds a model of {model.cfg.seq_len}-token chunks, its bound is for those: "
                              f"leave out --seq-len {args.seq_len} (it sets the length of --oracle)")
@@ -199,7 +200,7 @@ def add_eval_parser(subparsers):
     p.add_argument('--seq-len', type=COUNT, default=None,
                    help="chunk length for --oracle (default 64); a checkpoint is evaluated at its model's own")
     p.add_argument('--seed', type=SEED, default=0)
-    p.add_argument('--device', type=_device, default=None, help='cpu (default), cuda, cuda:1')
+    p.add_argument('--device', type=_device, default=None, help='cpu, cuda, cuda:1 (default: cuda when available)')
     p.add_argument('--json', action='store_true', help='print JSON (one object per model)')
     p.set_defaults(func=run_eval)
 
@@ -207,7 +208,7 @@ def add_eval_parser(subparsers):
 def run_sample(args) -> int:
     "`hdlm sample`: generate and print texts (token ids for a non-GPT-2 vocabulary)."
     if args.prefix is not None and args.infill is not None: raise ValueError("give --prefix or --infill, not both")
-    model = load_checkpoint(args.ckpt, weights='ema', device=args.device or 'cpu')
+    model = load_checkpoint(args.ckpt, weights='ema', device=args.device)
     kw = {} if args.sampler is None else {('continuous' if args.sampler in ('ddpm', 'ddim') else 'discrete'): args.sampler}
     if args.cache: kw['cache'] = True
     given = None
@@ -246,7 +247,7 @@ def add_sample_parser(subparsers):
     p.add_argument('--cache', action='store_true',
                    help="masking segments reuse the network's output across steps that change no token")
     p.add_argument('--seed', type=SEED, default=0)
-    p.add_argument('--device', type=_device, default=None, help='cpu (default), cuda, cuda:1')
+    p.add_argument('--device', type=_device, default=None, help='cpu, cuda, cuda:1 (default: cuda when available)')
     p.add_argument('--json', action='store_true', help='print a JSON list of texts')
     p.set_defaults(func=run_sample)
 
@@ -394,7 +395,8 @@ def main(argv:list[str]|None=None) -> int:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if extra: raise UsageError(_unrecognized(parser, args, extra))
-        keep_freed_memory()                              # every command: see the backbone chapter
+        rt = apply_runtime(device=getattr(args, 'device', None))   # every command, first thing (the runtime chapter)
+        if hasattr(args, 'device'): args.device = rt.device        # one default device for every command
         return args.func(args)
     except SystemExit as e: return e.code                # --help
     except KNOWN_ERRORS as e:

@@ -18,6 +18,7 @@ from .checkpoint import checkpoint_info, find_checkpoint, load_checkpoint
 from .likelihood import evaluate, bound_breakdown, plot_breakdown, BoundResult, UnigramModel, paired_difference
 from .models import MODEL_KINDS
 from .train import PRESETS, RunLock, preset_configs, train
+from .runtime import resolve_device
 
 # %% ../nbs/10_experiment.ipynb #61c67ad8
 PAPER_TABLE2 = {'sedd': 49.60, 'continuous': 209.93, 'hybrid': 203.20}     # the paper's reported perplexities
@@ -55,7 +56,7 @@ def _evaluate_once(d:Path, info:dict, echunks, ev:dict, corpus:str, split:str, n
     f = d / f'bound_{_table_name(corpus)}_{split}.json'
     if f.exists() and (saved := json.loads(f.read_text()))['key'] == key:
         return BoundResult(**{**saved['result'], 'per_sequence': np.array(saved['result']['per_sequence'])})
-    model = load_checkpoint(d, weights='ema', device=device or 'cpu')
+    model = load_checkpoint(d, weights='ema', device=resolve_device(device))   # where `train` trained it
     r = evaluate(model, echunks, ev['time_samples'], seed=0, max_chunks=ev['max_chunks'], progress=progress, name=name,
                  exact_source=exact, mc_target=ev.get('mc_target'))
     tmp = f.with_suffix('.tmp')

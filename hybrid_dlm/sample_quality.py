@@ -20,6 +20,7 @@ from .data import Chunks, gpt2_tokenizer, hub_offline, load_chunks, markov_sourc
 from .forward import seeded_generator
 from .chain import SampleStats
 from .checkpoint import CHECKPOINT, checkpoint_info, find_checkpoint, load_checkpoint
+from .runtime import resolve_device
 
 # %% ../nbs/07a_sample_quality.ipynb #0bb70655
 def _device(module):
@@ -313,6 +314,7 @@ def run_sample_eval(ckpts:list, # run directories (or their checkpoints) to samp
                     sample_kw:dict=None) -> pd.DataFrame:
     "Sample quality of checkpoints under a judge; writes sample_eval.csv and sample_eval.png to `out_dir`."
     if not ckpts: raise ValueError("give at least one checkpoint to sample from (a run directory of hdlm train)")
+    device = resolve_device(device)                 # the default of every command (the runtime chapter)
     models = {name: load_run(p, device) for name, p in zip(run_names(ckpts), ckpts)}
     if judge is None:
         ar = [name for name, m in models.items() if m.kind == 'ar']

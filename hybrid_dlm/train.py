@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PRESETS', 'CONFIGS', 'LOCK', 'TrainConfig', 'preset_configs', 'dist_setup', 'lr_at', 'make_optimizer',
            'clip_gradients', 'EMA', 'ConfigMismatch', 'TrainingDiverged', 'check_compatible', 'shard_generator',
-           'shard_loss', 'train_briefly', 'RunDirectoryBusy', 'RunLock', 'train']
+           'shard_loss', 'RunDirectoryBusy', 'RunLock', 'train']
 
 # %% ../nbs/09_train.ipynb #4fe18c7b
 import difflib, json, math, os, socket, time, warnings
@@ -20,7 +20,8 @@ from .forward import stratified_times, seeded_generator, draw_integers
 from .data import load_chunks, make_loader, unigram_counts, unigram_logprobs
 from .chain import ProcessConfig
 from .models import MODEL_KINDS, ModelConfig, NetworkConfig, build_model
-from .backbone import autocast, compile_backbones, keep_freed_memory, warn_if_denormals_kept
+from .backbone import autocast, compile_backbones
+from .runtime import Runtime, apply_runtime, resolve_device, warn_if_denormals_kept
 from .checkpoint import (CHECKPOINT, find_checkpoint, checkpoint_info, save_checkpoint, load_train_state,
     rng_state, set_rng_state)
 
@@ -132,8 +133,7 @@ def dist_setup(device=None):
         backend = 'nccl' if torch.cuda.is_available() and device != 'cpu' else 'gloo'
         dist.init_process_group(backend)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if device is None:
-        device = f'cuda:{int(os.environ.get("LOCAL_RANK", 0))}' if torch.cuda.is_available() else 'cpu'
+    device = resolve_device(device)                         # the runtime chapter's default (cuda:LOCAL_RANK under torchrun)
     if str(device).startswith('cuda'): torch.cuda.set_device(torch.device(device))
     return rank, (dist.get_world_size() if dist.is_initialized() else 1), torch.device(device)
 
@@ -225,18 +225,6 @@ def shard_loss(model, batch, generator, device):
     tokens = m.sum()
     return per_seq.sum() / tokens, int(tokens)
 
-# %% ../nbs/09_train.ipynb #brief002
-def train_briefly(model, chunks, steps:int=200, batch_size:int=32, lr:float=3e-3, seed:int=0):
-    "A minimal training loop (AdamW, stratified times) for small models in checks and examples; `train` is the full trainer."
-    torch.manual_seed(seed); gen = seeded_generator(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    ids, mask = torch.as_tensor(np.array(chunks.ids)).long(), torch.as_tensor(chunks.mask)   # a copy: ids may be a read-only memmap
-    for step in range(steps):
-        idx = draw_integers(0, len(ids), (batch_size,), gen)
-        loss = model.loss(ids[idx], mask[idx], stratified_times(batch_size, gen, dtype=torch.float64), gen).mean()
-        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
-    return model
-
 # %% ../nbs/09_train.ipynb #f30bfa41
 try: import fcntl
 except ImportError: fcntl = None                          # Windows: no flock, runs go unlocked
@@ -283,22 +271,25 @@ def _writer_lock(out, master:bool, device):
     finally: lock.__exit__()
 
 # %% ../nbs/09_train.ipynb #bfe0bd8b
-def train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False, device=None, progress:bool=True,
-          chunks=None):
-    "Train a model into the run directory `out` (`checkpoint/`, `metrics.jsonl`); return it (EMA in `model.ema`)."
-    rank, _, dev = dist_setup(device)
+def train(model_cfg:ModelConfig, train_cfg:TrainConfig, out=None, resume:bool=False, device=None, progress:bool=True,
+          chunks=None, runtime:Runtime=None):
+    """Train a model into the run directory `out` (`checkpoint/`, `metrics.jsonl`), or in memory only when `out` is
+    None; return it (EMA in `model.ema`). `runtime`: the process policy (default `Runtime()`), applied first."""
+    rt = apply_runtime(runtime, device=device)             # before any parallel work (the runtime chapter); idempotent
+    if out is None: return _train(model_cfg, train_cfg, None, resume, rt, progress, chunks)
+    rank, _, dev = dist_setup(rt.device)
     with _writer_lock(out, rank == 0, dev):              # before looking for a checkpoint: another writer may save one
-        return _train(model_cfg, train_cfg, out, resume, device, progress, chunks)
+        return _train(model_cfg, train_cfg, out, resume, rt, progress, chunks)
 
-def _train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False, device=None, progress:bool=True,
-           chunks=None):
-    "`train`'s loop, run while the lock of `out` is held."
-    out = Path(out); ckpt_path = out / CHECKPOINT
-    rank, world, device = dist_setup(device)
-    keep_freed_memory()                                    # no page faults on every large tensor (backbone chapter)
+def _train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool, rt:Runtime, progress:bool, chunks):
+    "`train`'s loop, run while the lock of `out` (if any) is held."
     warn_if_denormals_kept()
+    if out is None and resume: raise ValueError("Nothing to resume without a run directory: give out")
+    out = None if out is None else Path(out)
+    ckpt_path = None if out is None else out / CHECKPOINT
+    rank, world, device = dist_setup(rt.device)
     master = rank == 0
-    found = find_checkpoint(out, missing_ok=True)          # refuses a ckpt.pt of an older hybrid_dlm (`hdlm convert`)
+    found = None if out is None else find_checkpoint(out, missing_ok=True)   # refuses an older ckpt.pt (`hdlm convert`)
     if found and not resume:
         raise FileExistsError(f"{found} already exists: pass --resume to continue that run, or choose another --out")
     if resume and not found:
@@ -337,17 +328,17 @@ def _train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False,
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=model.kind == 'hybrid')
     if train_cfg.compile: compile_backbones(model, device)
-    amp = autocast(device)                                  # the backbone chapter's precision policy
+    amp = autocast(device, rt.precision)                    # the backbone chapter's precision policy
 
     def save(step):
-        if master:
+        if master and out is not None:
             state = dict(optimizer=opt.state_dict(), ema=dict(decay=ema.decay, n=ema.n), rng=rng_state())
             save_checkpoint(ckpt_path, model, ema.shadow, state, train_config=asdict(train_cfg), step=step,
                             tokens_seen=tokens_seen, train_seconds=seconds)
         if dist.is_initialized(): dist.barrier()
 
-    metrics = out / 'metrics.jsonl'
-    if master:
+    metrics = None if out is None else out / 'metrics.jsonl'
+    if master and out is not None:
         out.mkdir(parents=True, exist_ok=True)
         kept = [l for l in metrics.read_text().splitlines() if json.loads(l)['step'] <= start] if resume and metrics.exists() else []
         metrics.write_text(''.join(l + '\n' for l in kept))
@@ -380,9 +371,10 @@ def _train(model_cfg:ModelConfig, train_cfg:TrainConfig, out, resume:bool=False,
         if master and ((step + 1) % train_cfg.log_every == 0 or step + 1 == train_cfg.steps):
             rec = dict(step=step + 1, loss=loss_sum / tok, lr=lr_at(step, train_cfg), grad_norm=float(gnorm),
                        tokens=tokens_seen, seconds=seconds, tokens_per_s=tok * world / (time.perf_counter() - t0))
-            with metrics.open('a') as f: f.write(json.dumps(rec) + '\n')
+            if out is not None:
+                with metrics.open('a') as f: f.write(json.dumps(rec) + '\n')
             bar.set_postfix(loss=f"{rec['loss']:.3f}")
-        if (step + 1) % train_cfg.ckpt_every == 0 or step + 1 == train_cfg.steps:
+        if out is not None and ((step + 1) % train_cfg.ckpt_every == 0 or step + 1 == train_cfg.steps):
             save(step + 1); last_good = step + 1
     if start >= train_cfg.steps and master: print(f"{ckpt_path} already holds {start} steps: nothing to do")
     model.ema = ema

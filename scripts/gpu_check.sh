@@ -59,10 +59,12 @@ cat > "$out/py/oracle.py" <<'PY'
 import argparse, math, time
 from hybrid_dlm.data import markov_source, load_chunks
 from hybrid_dlm.likelihood import oracle_model, estimate_bound
+from hybrid_dlm.runtime import apply_runtime
 p = argparse.ArgumentParser()
 p.add_argument('--devices', nargs='+', default=['cpu', 'cuda']); p.add_argument('--chunks', type=int, default=512)
 p.add_argument('--time-samples', type=int, default=8)
 a = p.parse_args()
+apply_runtime(device=next((d for d in a.devices if d.startswith('cuda')), 'cpu'))   # the runtime policy (TF32 on CUDA)
 src, ch = markov_source(), load_chunks('markov', 'test', 64)
 ids, mask = ch.ids[:a.chunks], ch.mask[:a.chunks]
 exact = float(src.nll(ids, mask.sum(1)).sum() / mask.sum())
@@ -115,10 +117,12 @@ cat > "$out/py/memory.py" <<'PY'
 import argparse
 import torch
 from hybrid_dlm.backbone import Backbone, autocast, activation_bytes
+from hybrid_dlm.runtime import apply_runtime
 p = argparse.ArgumentParser()
 p.add_argument('--device', default='cuda'); p.add_argument('--size', default='small')
 p.add_argument('--batch', type=int, default=32); p.add_argument('--seq-lens', type=int, nargs='+', default=[64, 1024])
 a = p.parse_args()
+apply_runtime(device=a.device)     # the entry point applies the runtime policy (TF32 on CUDA)
 GiB = 2 ** 30
 print(f"{a.size} trunk, batch {a.batch}, bf16 autocast, padding mask; GiB saved for backward (weight copies included)")
 print(f"{'L':>6}{'counted (fake)':>16}{'measured':>10}{'peak fwd+bwd':>14}")
@@ -145,10 +149,12 @@ cat > "$out/py/compile.py" <<'PY'
 import argparse, copy, time
 import torch
 from hybrid_dlm.backbone import Backbone, autocast, compile_backbones, time_calls
+from hybrid_dlm.runtime import apply_runtime
 p = argparse.ArgumentParser()
 p.add_argument('--device', default='cuda'); p.add_argument('--size', default='small')
 p.add_argument('--batch', type=int, default=32); p.add_argument('--seq-len', type=int, default=64)
 a = p.parse_args()
+apply_runtime(device=a.device)     # the entry point applies the runtime policy (TF32 on CUDA)
 sync = torch.cuda.synchronize if torch.device(a.device).type == 'cuda' else (lambda: None)
 torch.manual_seed(0)
 eager = Backbone(a.size, vocab_size=50258).to(a.device)
