@@ -1,0 +1,151 @@
+"""Same-process A/B of the speed tricks in the training step and the samplers, against their plain PyTorch forms.
+
+    python scripts/ab_tricks.py --size cpu   [--rounds 6] [--json out.json]
+    python scripts/ab_tricks.py --size small [--rounds 3] [--batch 8]
+
+Each trick is timed with its plain form swapped in and out, alternately, in one process (the median of `rounds`
+alternations of each), on the bench's step of the models it serves: the trainer's full step (loss, backward, clipping,
+AdamW, EMA) for training tricks, `model.sample` for sampler tricks. The gain is the plain form's time over the
+trick's, less one. A trick stays where it buys at least 5 % at the cpu preset's width or at the paper's (`small`).
+"""
+import argparse, contextlib, inspect, json, math, statistics, sys, textwrap, time
+
+import torch
+
+from hybrid_dlm import backbone, draws, train as train_mod
+from hybrid_dlm.bench import bench_models
+from hybrid_dlm.forward import argmax_last, draw_uniform, seeded_generator, stratified_times
+from hybrid_dlm.models import AR
+from hybrid_dlm.runtime import apply_runtime
+from hybrid_dlm.train import EMA, TrainConfig, make_optimizer
+
+
+# ---- the plain forms -------------------------------------------------------------------------------------------
+def plain_head_pass():
+    "The head's chunk loop with its logits made plainly (addmm, then shifted by each row's maximum, then exp)."
+    src = textwrap.dedent(inspect.getsource(backbone._head_pass))
+    old = "            l2, m = log2_logits(hc, W, b, buf[:e - s], bounds)\n            p = l2.exp2_()"
+    assert old in src, 'the head pass changed: update the plain form'
+    new = ("            l = torch.mm(hc, W.T, out=buf[:e - s]) if b is None else torch.addmm(b, hc, W.T, out=buf[:e - s])\n"
+           "            m = l.amax(dim=1)\n"
+           "            p = l.sub_(m[:, None]).exp_()")
+    ns = dict(vars(backbone))
+    exec(src.replace(old, new).replace('def _head_pass(', 'def _plain_head_pass('), ns)
+    return ns['_plain_head_pass']
+
+
+def plain_clip(params, max_norm: float):
+    return torch.nn.utils.clip_grad_norm_(list(params), max_norm)
+
+
+def plain_race(v, generator):
+    "Gumbel-max over log v with the same uniforms: two logarithms per draw and one of v."
+    u = draw_uniform(v.shape, generator, v.device, torch.float64).clamp(min=1e-300)
+    return argmax_last(v.double().log() - torch.log(-torch.log(u)))
+
+
+def plain_nucleus(logits, top_p: float, bins=None):
+    "The nucleus by a full stable sort and a cumulative sum."
+    ranked, order = logits.sort(dim=-1, descending=True, stable=True)
+    p = (ranked - ranked[:, :1]).double().exp()
+    keep = (p.cumsum(-1) - p) / p.sum(-1, keepdim=True) < top_p
+    return logits.masked_fill(~torch.zeros_like(keep).scatter(-1, order, keep), -math.inf)
+
+
+def plain_ar_sample(self, n, steps=None, seq_len=None, generator=None, progress=False, return_states=False,
+                    given=None, temperature=1., top_p=1., stats=None, **kw):
+    "The AR sampler with its logits made plainly (`next_logits`) and drawn by `draw_from_logits`."
+    L, dev = seq_len or self.cfg.seq_len, self.device
+    x = torch.zeros(n, L, dtype=torch.long, device=dev)
+    with torch.no_grad():
+        cache = self.net.new_cache(L)
+        inp = torch.full((n, 1), self.cfg.vocab_size, dtype=torch.long, device=dev)
+        for i in range(L):
+            x[:, i] = draws.draw_from_logits(self.next_logits(inp, cache), generator, temperature, top_p, overwrite=True)
+            inp = x[:, i:i + 1]
+    return x
+
+
+@contextlib.contextmanager
+def swapped(obj, name, value):
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try: yield
+    finally: setattr(obj, name, old)
+
+
+# ---- the steps ---------------------------------------------------------------------------------------------------
+def train_step(model, batch, seq_len, device):
+    "The trainer's step: loss per token, backward, clipping (train.clip_gradients, looked up at each call), AdamW, EMA."
+    x = torch.randint(0, model.cfg.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
+    m, g = torch.ones_like(x, dtype=torch.bool), seeded_generator(1, device)
+    opt, ema = make_optimizer(model, TrainConfig(lr=1e-6), device), EMA(model, 0.999)
+    model.train()
+    def step():
+        loss = model.loss(x, m, stratified_times(batch, g, dtype=torch.float64).to(device), g).sum() / m.sum()
+        loss.backward()
+        train_mod.clip_gradients(model.parameters(), 1.0)
+        opt.step(); opt.zero_grad(set_to_none=True); ema.update(model)
+    return step
+
+
+def sample_step(model, batch, seq_len, steps, **kw):
+    def step(): model.sample(batch, steps=steps, seq_len=seq_len, generator=seeded_generator(0), **kw)
+    return step
+
+
+def ab(step, swap, rounds: int) -> dict:
+    "Median seconds of `step` with the trick and with its plain form (`swap`), alternating, after one warm-up each."
+    times = {'trick': [], 'plain': []}
+    for r in range(rounds + 1):
+        for name in ('trick', 'plain') if r % 2 == 0 else ('plain', 'trick'):
+            with (swap() if name == 'plain' else contextlib.nullcontext()):
+                t0 = time.perf_counter(); step(); dt = time.perf_counter() - t0
+            if r: times[name].append(dt)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return dict(trick_s=med['trick'], plain_s=med['plain'], gain=med['plain'] / med['trick'] - 1)
+
+
+TRICKS = {   # name: (what it is, the step it serves, the swap to its plain form)
+    'log2 logits in the head': ('the head pass: logits shifted by a Cauchy-Schwarz bound in log-2 units, exp2',
+                                'train', lambda: swapped(backbone, '_head_pass', plain_head_pass())),
+    'hand-written clipping': ('clip_gradients: one dot product per tensor and a foreach scale',
+                              'train', lambda: swapped(train_mod, 'clip_gradients', plain_clip)),
+    'raced Gumbel draws': ('argmax w / E of the weights instead of Gumbel-max over log w',
+                           'sample', lambda: swapped(draws, '_race', plain_race)),
+    'binned nucleus': ('the nucleus from logit bins, sorting one bin', 'sample top-p',
+                       lambda: swapped(draws, 'nucleus', plain_nucleus)),
+    'AR log2 logits': ("the AR sampler's logits shifted in advance, in log-2 units", 'sample AR',
+                       lambda: swapped(AR, 'sample', plain_ar_sample)),
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument('--size', default='cpu', help="backbone size: cpu (the cpu preset's) or small (the paper's)")
+    p.add_argument('--rounds', type=int, default=5)
+    p.add_argument('--batch', type=int, default=32)
+    p.add_argument('--seq-len', type=int, default=64)
+    p.add_argument('--sample-steps', type=int, default=8)
+    p.add_argument('--models', nargs='+', default=['ar', 'sedd', 'hybrid'])
+    p.add_argument('--json', default=None, help='write the rows here too')
+    args = p.parse_args(argv)
+    apply_runtime(device='cpu')
+    models = bench_models(args.size, args.seq_len, 'cpu')
+    rows = []
+    for trick, (what, phase, swap) in TRICKS.items():
+        for kind in args.models:
+            model = models[kind]
+            if phase == 'sample AR' and kind != 'ar': continue
+            if phase == 'train': step = train_step(model, args.batch, args.seq_len, 'cpu')
+            elif phase == 'sample top-p': step = sample_step(model, args.batch, args.seq_len, args.sample_steps, top_p=0.9)
+            else: step = sample_step(model, args.batch, args.seq_len, args.sample_steps)
+            r = dict(trick=trick, phase=phase, model=kind, size=args.size, **ab(step, swap, args.rounds))
+            rows.append(r)
+            print(f"{trick:28s} {phase:13s} {kind:7s} trick {r['trick_s']:.3f} s  plain {r['plain_s']:.3f} s  "
+                  f"gain {r['gain']:+.1%}", flush=True)
+    if args.json: json.dump(rows, open(args.json, 'w'), indent=1)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
