@@ -18,7 +18,8 @@ from .likelihood import plot_breakdown, paired_difference
 # %% ../nbs/11_beyond.ipynb #43568ba6
 def ab_variants(points) -> dict:
     "Hybrid variants at the boundaries (a, b) of `points` (a = b: the discrete-only chain), named hybrid+ab<a>-<b>."
-    return {f'hybrid+ab{a:g}-{b:g}': dict(chain=f'mask {a:g} gauss {b:g} mask' if a < b else f'mask {a:g} mask') for a, b in points}
+    return {f'hybrid+ab{a:g}-{b:g}': dict(chain=f'mask {a:g} gauss {b:g} mask' if a < b else f'mask {a:g} mask')
+            for a, b in points}
 
 def lambda_b_variants(values) -> dict:
     "Hybrid variants at the log-SNRs lambda_b of `values`, named hybrid+lb<value>."
@@ -26,7 +27,8 @@ def lambda_b_variants(values) -> dict:
 
 # %% ../nbs/11_beyond.ipynb #f2ee82a1
 def _config_of(run) -> dict:
-    "The hybrid fields of a trained model of the study, read from its checkpoint (nothing for models that are not hybrids)."
+    """The hybrid fields of a trained model of the study, read from its checkpoint (nothing for models that are not
+    hybrids)."""
     if find_checkpoint(run, missing_ok=True) is None: return {}                   # the unigram floor: nothing trained
     cfg = ModelConfig.from_dict(checkpoint_info(run)['config'])
     if cfg.kind != 'hybrid': return {}
@@ -35,7 +37,8 @@ def _config_of(run) -> dict:
                 shared_trunk=n.shared_trunk, tie_discrete=n.tie_discrete)
 
 def versus(per_sequence:pd.DataFrame, reference:str, tokens:int) -> pd.DataFrame:
-    "Each model's paired difference from the `reference` (the likelihood chapter's `paired_difference`), one row per model."
+    """Each model's paired difference from the `reference` (the likelihood chapter's `paired_difference`), one row per
+    model."""
     d = {m: paired_difference(per_sequence[m], per_sequence[reference], tokens) for m in per_sequence}
     return pd.DataFrame(d, index=[f'vs_{reference}', f'vs_{reference}_stderr']).T
 
@@ -67,13 +70,18 @@ def plot_ab(table:pd.DataFrame, ax=None):
     "Bound (nats per token) of each hybrid in `table` over its boundaries (a, b); SEDD's bound as a dashed reference."
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(5.5, 4.5))[1]
-    h = table[table['a'].notna() & (table['lambda_b'] == 2.0) & (table['rounding'] == 'nearest') & (table['lifting'] == 'gaussian')
-              & (table['decoder'] == 'gaussian') & ~table['shared_trunk'].astype(bool) & ~table['tie_discrete'].astype(bool)]   # only a, b differ
+    # the hybrids that differ only in a, b
+    h = table[table['a'].notna() & (table['lambda_b'] == 2.0) & (table['rounding'] == 'nearest')
+              & (table['lifting'] == 'gaussian') & (table['decoder'] == 'gaussian')
+              & ~table['shared_trunk'].astype(bool) & ~table['tie_discrete'].astype(bool)]
     sc = ax.scatter(h['a'], h['b'], c=h['nll_per_token'], s=160, cmap='viridis_r', edgecolor='k')
-    for name, r in h.iterrows(): ax.annotate(f"{r['nll_per_token']:.2f}", (r['a'], r['b']), textcoords='offset points', xytext=(8, 6), fontsize=8)
+    for name, r in h.iterrows():
+        ax.annotate(f"{r['nll_per_token']:.2f}", (r['a'], r['b']), textcoords='offset points', xytext=(8, 6),
+                    fontsize=8)
     ax.plot([0, 1], [0, 1], c='k', lw=0.6, ls=':')
     ax.figure.colorbar(sc, ax=ax, label='NLL bound (nats/token)')
     title = 'hybrid bound over (a, b)'
     if 'sedd' in table.index: title += f"; SEDD: {table.loc['sedd', 'nll_per_token']:.2f}"
-    ax.set(xlabel='a (start of the continuous segment)', ylabel='b (its end)', xlim=(-0.05, 1.0), ylim=(0, 1.05), title=title)
+    ax.set(xlabel='a (start of the continuous segment)', ylabel='b (its end)', xlim=(-0.05, 1.0), ylim=(0, 1.05),
+           title=title)
     return ax

@@ -216,16 +216,19 @@ def _old_hybrid_chain(h:dict) -> str:
     return ' '.join((['mask', f'{a:g}'] if a > 0 else []) + ['gauss'] + ([f'{b:g}', 'mask'] if b < 1 else []))
 
 def upgrade_config(config:dict) -> dict:
-    "A model config of an older hybrid_dlm (flat, with a `hybrid` section) in today's form; today's form passes unchanged."
+    """A model config of an older hybrid_dlm (flat, with a `hybrid` section) in today's form; today's form passes
+    unchanged."""
     c = config
     if 'process' in c or 'network' in c: return c
     kind, h = c['kind'], c.get('hybrid') or {}
     network = {k: c[k] for k in ('size', 'emb_dim', 'param', 'cont_param', 'shared_trunk', 'tie_discrete') if k in c}
     if kind == 'ar': process = None
     elif kind == 'sedd':
-        process = dict(chain='mask', graph=c['graph'], mask_schedule='geometric' if c['graph'] == 'uniform' else 'loglinear')
+        process = dict(chain='mask', graph=c['graph'],
+                       mask_schedule='geometric' if c['graph'] == 'uniform' else 'loglinear')
     elif kind == 'continuous':
-        process = dict(chain='gauss', gauss_schedule=c['cont_schedule'], lambda_max=c['lambda_max'], lambda_min=c['lambda_min'])
+        process = dict(chain='gauss', gauss_schedule=c['cont_schedule'], lambda_max=c['lambda_max'],
+                       lambda_min=c['lambda_min'])
     else:
         process = dict(chain=_old_hybrid_chain(h), gauss_schedule=h['cont_schedule'], lambda_max=h['lambda_max'],
                        lambda_b=h['lambda_b'], rounding=h['rounding'], lifting=h['lifting'], decoder=h['decoder'])

@@ -27,7 +27,8 @@ def log_r(sbar):
     return -torch.log(torch.expm1(as_tensor(sbar)))
 
 def sedd_scaled(raw, sbar, vocab_size:int):
-    "SEDD's scaling of raw outputs [B, ..., V] into log-scores: raw + log r - log V, with sbar per sequence [B] (or a scalar)."
+    """SEDD's scaling of raw outputs [B, ..., V] into log-scores: raw + log r - log V, with sbar per sequence [B] (or a
+    scalar)."""
     shift = (log_r(sbar) - math.log(vocab_size)).to(raw.device)
     return raw + shift.reshape(-1, *([1] * (raw.dim() - 1)))
 

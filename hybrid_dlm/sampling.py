@@ -16,7 +16,8 @@ from .forward import seeded_generator
 
 # %% ../nbs/07_sampling.ipynb #4cb978c0
 def decode_texts(ids, vocab_size:int=GPT2_VOCAB) -> list:
-    "Token ids [n, L] as texts: GPT-2's decoding for its vocabulary, the ids themselves (space-separated) for any other."
+    """Token ids [n, L] as texts: GPT-2's decoding for its vocabulary, the ids themselves (space-separated) for any
+    other."""
     rows = torch.as_tensor(ids).tolist()
     if vocab_size == GPT2_VOCAB: return [gpt2_tokenizer().decode(r) for r in rows]
     return [' '.join(map(str, r)) for r in rows]
