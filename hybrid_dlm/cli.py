@@ -98,12 +98,14 @@ def add_data_parser(subparsers):
                                  description="Corpora: statistics of a tokenised corpus split.")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="{stats}")
     p = sub.add_parser("stats", help="documents, tokens, chunks and padding of a corpus split",
-                       description="Documents, tokens, chunks and padding of a corpus split (for markov also its exact NLL per token).")
+                       description="Documents, tokens, chunks and padding of a corpus split "
+                                   "(for markov also its exact NLL per token).")
     p.add_argument("--corpus", required=True, help=corpus_help().replace('%', '%%'))   # the registered corpora, a path
     p.add_argument("--split", default="train", help="train, validation or test (default: train)")
     p.add_argument("--seq-len", type=COUNT, default=64, help="chunk length L (default: 64)")
     p.add_argument("--max-docs", type=COUNT, default=None, help="use only the first N documents")
-    p.add_argument("--cache-dir", default=None, help="cache of tokenised chunks (default: $HDLM_CACHE_DIR, else ~/.cache/hybrid_dlm)")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache of tokenised chunks (default: $HDLM_CACHE_DIR, else ~/.cache/hybrid_dlm)")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     p.set_defaults(func=run_data_stats)
 
@@ -123,7 +125,8 @@ _COMMON = [('steps', COUNT), ('batch_size', COUNT), ('lr', POSITIVE), ('seed', S
            ('chain', str), ('lambda_b', FINITE)]
 
 def _add_overrides(p):
-    for name, typ in _COMMON: p.add_argument('--' + name.replace('_', '-'), type=typ, default=None, help=f"override {name}")
+    for name, typ in _COMMON:
+        p.add_argument('--' + name.replace('_', '-'), type=typ, default=None, help=f"override {name}")
     p.add_argument('--set', action='append', metavar='KEY=VALUE',
                    help="override any config field (repeatable); the hybrid's boundaries a, b: "
                         "--chain 'mask 0.35 gauss 0.75 mask'")
@@ -141,7 +144,8 @@ def run_train(args) -> int:
     return 0
 
 def add_train_parser(subparsers):
-    p = subparsers.add_parser('train', help='train one model from a preset', description='Train one model from a preset.')
+    p = subparsers.add_parser('train', help='train one model from a preset',
+                              description='Train one model from a preset.')
     p.add_argument('--model', required=True, choices=list(MODEL_KINDS))
     p.add_argument('--preset', default='cpu', choices=list(PRESETS))
     p.add_argument('--out', required=True, help='run directory (checkpoint/ and metrics.jsonl)')
@@ -164,7 +168,8 @@ def run_eval(args) -> int:
     if args.oracle and args.ckpt: raise ValueError("give --ckpt or --oracle, not both")
     if args.oracle:
         seq_len = args.seq_len or 64
-        if args.corpus != 'markov': raise ValueError("--oracle needs --corpus markov: only the Markov source has exact scores")
+        if args.corpus != 'markov':
+            raise ValueError("--oracle needs --corpus markov: only the Markov source has exact scores")
         chunks, src = load_chunks('markov', args.split, seq_len), markov_source()
         models = {'oracle-sedd': oracle_model(src, 'mask', seq_len=seq_len).to(args.device),
                   'oracle-hybrid': oracle_model(src, 'mask 0.35 mask', seq_len=seq_len).to(args.device)}
@@ -176,19 +181,22 @@ def run_eval(args) -> int:
                              f"leave out --seq-len {args.seq_len} (it sets the length of --oracle)")
         chunks = load_chunks(args.corpus, args.split, model.cfg.seq_len)
         if chunks.vocab_size != model.cfg.vocab_size:
-            raise ValueError(f"{args.corpus} has a vocabulary of {chunks.vocab_size} tokens but the model was trained on {model.cfg.vocab_size}: evaluate it on a corpus with its tokenizer")
+            raise ValueError(f"{args.corpus} has a vocabulary of {chunks.vocab_size} tokens but the model was trained "
+                             f"on {model.cfg.vocab_size}: evaluate it on a corpus with its tokenizer")
         models, src = {model.kind: model}, markov_source() if chunks.corpus == 'markov' else None
-    results = [evaluate(m, chunks, args.time_samples, args.batch_size, args.seed, args.max_chunks, not args.json, name, src,
-                        args.mc_target)
+    results = [evaluate(m, chunks, args.time_samples, args.batch_size, args.seed, args.max_chunks, not args.json, name,
+                        src, args.mc_target)
                for name, m in models.items()]
     _print_results(results, args.json)
     return 0
 
 def add_eval_parser(subparsers):
     p = subparsers.add_parser('eval', help='likelihood bound (NLL, PPL) of a checkpoint on a corpus',
-                              description='Likelihood bound (NLL per token, PPL, standard errors) of a checkpoint on a corpus split.')
+                              description='Likelihood bound (NLL per token, PPL, standard errors) of a checkpoint '
+                                          'on a corpus split.')
     p.add_argument('--ckpt', help='run directory of hdlm train, its checkpoint/ or a file in it')
-    p.add_argument('--oracle', action='store_true', help='evaluate the exact oracles (SEDD and the a=b=0.35 hybrid) on markov')
+    p.add_argument('--oracle', action='store_true',
+                   help='evaluate the exact oracles (SEDD and the a=b=0.35 hybrid) on markov')
     p.add_argument('--corpus', required=True)
     p.add_argument('--split', default='test')
     p.add_argument('--time-samples', type=COUNT, default=8,
@@ -209,7 +217,8 @@ def run_sample(args) -> int:
     "`hdlm sample`: generate and print texts (token ids for a non-GPT-2 vocabulary)."
     if args.prefix is not None and args.infill is not None: raise ValueError("give --prefix or --infill, not both")
     model = load_checkpoint(args.ckpt, weights='ema', device=args.device)
-    kw = {} if args.sampler is None else {('continuous' if args.sampler in ('ddpm', 'ddim') else 'discrete'): args.sampler}
+    kw = ({} if args.sampler is None
+          else {('continuous' if args.sampler in ('ddpm', 'ddim') else 'discrete'): args.sampler})
     if args.cache: kw['cache'] = True
     given = None
     if args.prefix is not None or args.infill is not None:
@@ -302,24 +311,26 @@ def run_reproduce(args) -> int:
     "`hdlm reproduce`: the experiment of a preset; prints the table beside the paper's."
     variants = None if args.variants is None else {name: HYBRID_VARIANTS[name] for name in args.variants}
     if args.seeds:
-        table = seed_spread(args.preset, args.out, args.seeds, models=args.models, device=args.device, variants=variants,
-                            **_overrides(args))
+        table = seed_spread(args.preset, args.out, args.seeds, models=args.models, device=args.device,
+                            variants=variants, **_overrides(args))
         table.to_csv(os.path.join(args.out, 'seed_spread.csv'))
         print(table.to_string()); print(f"seed spread: {os.path.join(args.out, 'seed_spread.csv')}")
         return 0
-    reproduce(args.preset, args.out, models=args.models, device=args.device, progress=True, variants=variants, **_overrides(args))
+    reproduce(args.preset, args.out, models=args.models, device=args.device, progress=True, variants=variants,
+              **_overrides(args))
     print(f"results: {os.path.join(args.out, 'results.csv')}")
     return 0
 
 def add_reproduce_parser(subparsers):
     p = subparsers.add_parser('reproduce', help="train and evaluate the four models (the paper's Table 2)",
-                              description="Train and evaluate ar, sedd, continuous and hybrid on identical data and budget.")
+                              description="Train and evaluate ar, sedd, continuous and hybrid "
+                                          "on identical data and budget.")
     p.add_argument('--preset', default='cpu', choices=list(PRESETS))
     p.add_argument('--out', required=True)
     p.add_argument('--models', nargs='+', default=list(MODEL_KINDS), choices=list(MODEL_KINDS))
     p.add_argument('--variants', nargs='*', default=None, choices=list(HYBRID_VARIANTS), metavar='NAME',
-                   help=f"hybrid variants trained beside the models (default: {BEST_VARIANT} when hybrid is trained; none: --variants); "
-                        f"choose from {', '.join(HYBRID_VARIANTS)}")
+                   help=f"hybrid variants trained beside the models (default: {BEST_VARIANT} when hybrid is trained; "
+                        f"none: --variants); choose from {', '.join(HYBRID_VARIANTS)}")
     p.add_argument('--seeds', type=SEED, nargs='+', default=None,
                    help='train with each of these seeds (in OUT/seed<k>) and print the spread of the bounds over them')
     p.add_argument('--device', type=_device, default=None)
@@ -355,11 +366,12 @@ def run_bench(args) -> int:
     return 0
 
 def add_bench_parser(subparsers):
-    p = subparsers.add_parser('bench', help='throughput and utilisation of every model', description='Tokens/s, utilisation and memory of every model.')
+    p = subparsers.add_parser('bench', help='throughput and utilisation of every model',
+                              description='Tokens/s, utilisation and memory of every model.')
     p.add_argument('--size', default='cpu', help='backbone size (tiny, cpu, small)')
     p.add_argument('--corpus', default='wiki-vital',
-                   help="the training split whose tokens the Gaussian denoisers' tables keep in training, as in hdlm reproduce "
-                        "(none: every row)")
+                   help="the training split whose tokens the Gaussian denoisers' tables keep in training, "
+                        "as in hdlm reproduce (none: every row)")
     p.add_argument('--batch', type=COUNT, default=32)
     p.add_argument('--seq-len', type=COUNT, default=64)
     p.add_argument('--seq-lens', type=COUNT, nargs='*', default=[64, 128, 256, 512],

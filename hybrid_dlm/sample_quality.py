@@ -136,7 +136,8 @@ def run_corpus(path) -> str|None:
     return (checkpoint_info(path).get('train_config') or {}).get('corpus')
 
 def run_name(path) -> str:
-    "A short name for a run: the name of its run directory (of the checkpoint directory itself when it has another name)."
+    """A short name for a run: the name of its run directory
+    (of the checkpoint directory itself when it has another name)."""
     d = find_checkpoint(Path(path).expanduser()).resolve()
     return d.parent.name if d.name in (CHECKPOINT, f'{CHECKPOINT}.old') else d.name
 
