@@ -120,18 +120,13 @@ def nucleus(logits, top_p:float, bins:int=NUCLEUS_BINS):
     return logits.masked_fill(~keep, -math.inf)
 
 def draw_from_logits(logits, generator=None, temperature:float=1., top_p:float=1., block:int=None,
-                     overwrite:bool=False, log2:bool=False):
+                     overwrite:bool=False):
     """One class per row of `logits` [..., C] from softmax(logits / temperature), restricted to the nucleus of mass
-    `top_p`: float64 Gumbel-max (`_gumbel_argmax`); temperature 0 is the argmax. `overwrite`: the logits are scratch.
-    `log2`: the logits are in units of log 2 and at most 0 in each row (`log2_logits`), their `exp2` the weights."""
+    `top_p`: float64 Gumbel-max (`_gumbel_argmax`); temperature 0 is the argmax. `overwrite`: the logits are scratch."""
     if not temperature >= 0: raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1: raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     shape, l = logits.shape[:-1], logits.reshape(-1, logits.shape[-1])
     if temperature == 0 or len(l) == 0: return argmax_last(l).reshape(shape)
-    if log2:                                    # weights with no pass for the rows' maxima; else logits in nats
-        if temperature == 1 and top_p == 1:
-            return _weights_argmax((l if overwrite else l.clone()).exp2_(), generator, block).reshape(shape)
-        l = l.mul_(math.log(2)) if overwrite else l * math.log(2)
     scratch = overwrite or temperature != 1 or top_p < 1        # l is then the caller's scratch or a new tensor
     if temperature != 1: l = l.to(torch.promote_types(l.dtype, torch.float32)) / temperature
     if top_p < 1: l = nucleus(l, top_p)

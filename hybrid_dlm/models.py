@@ -21,8 +21,8 @@ from .forward import (as_tensor, per_row, Absorbing, Uniform, diffuse, seeded_ge
 from .draws import draw_from_logits
 from .losses import (log_r, sedd_scaled, dse_absorbing, dse_uniform, eps_from_x0, x0_from_eps,
                                gaussian_prior_kl, eps_loss)
-from .backbone import (Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params, autocast,
-                                 head_bounds, log2_logits)
+from .backbone import (Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params,
+                                 autocast)
 from .chain import (ProcessConfig, Chain, GaussianToTokens, round_embeddings, rounding_error_bound, SampleStats,
                               SamplerOptions, recording, network_call)
 
@@ -580,14 +580,6 @@ def next_logits(self:AR, x_new, cache):
     return self.head(self.net.step(x_new, cache)[:, -1]).float()
 
 @patch
-def next_log2_logits(self:AR, x_new, cache, out, bounds=None):
-    """`next_logits` less a shift m at least each row's largest, in units of log 2: (l - m) log2 e, written into `out`
-    [B, V] float32 (`log2_logits`; `bounds`: the head's `head_bounds`). Their `exp2` are weights of at most 1."""
-    h = self.net.step(x_new, cache)[:, -1]
-    with torch.autocast(h.device.type, enabled=False):
-        return log2_logits(h.float(), self.head.weight.float(), self.head.bias.float(), out, bounds)[0]
-
-@patch
 @torch.no_grad()
 def sample(self:AR, n:int, steps:int=None, seq_len:int=None, generator=None, progress:bool=False,
            return_states:bool=False, given=None, temperature:float=1., top_p:float=1., stats:SampleStats=None, **kw):
@@ -608,12 +600,9 @@ def sample(self:AR, n:int, steps:int=None, seq_len:int=None, generator=None, pro
         cache = self.net.new_cache(L)
         start = torch.full((n, 1), self.cfg.vocab_size, dtype=torch.long, device=dev)
         inp = torch.cat([start, x[:, :k]], 1)                                          # the start token and the prompt
-        with network_call(): bounds = head_bounds(self.head.weight.float(), self.head.bias.float())
-        buf = torch.empty(n, self.cfg.vocab_size, device=dev)
         for i in tqdm(range(k, L), desc='ar', disable=not progress, leave=False):
-            with network_call(1.): l2 = self.next_log2_logits(inp, cache, buf, bounds)
-            # logits less a shift known in advance, in units of log 2: their exp2 are the weights, in place
-            x[:, i] = draw_from_logits(l2, generator, temperature, top_p, overwrite=True, log2=True)
+            with network_call(1.): logits = self.next_logits(inp, cache)
+            x[:, i] = draw_from_logits(logits, generator, temperature, top_p, overwrite=True)
             inp = x[:, i:i + 1]
     self.train(was_training)
     return (x, {}) if return_states else x

@@ -12,7 +12,7 @@ import argparse, contextlib, inspect, json, math, statistics, sys, textwrap, tim
 
 import torch
 
-from hybrid_dlm import backbone, draws, train as train_mod
+from hybrid_dlm import backbone, draws
 from hybrid_dlm.bench import bench_models
 from hybrid_dlm.forward import argmax_last, draw_uniform, seeded_generator, stratified_times
 from hybrid_dlm.models import AR
@@ -34,8 +34,16 @@ def plain_head_pass():
     return ns['_plain_head_pass']
 
 
-def plain_clip(params, max_norm: float):
-    return torch.nn.utils.clip_grad_norm_(list(params), max_norm)
+@torch.no_grad()
+def dot_clip(params, max_norm: float):
+    "The removed hand-written clipping: one dot product per tensor for the norm, one foreach scaling."
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.stack([torch.dot(g.reshape(-1), g.reshape(-1)).float() for g in grads]).sum().sqrt()
+    torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    return norm
+
+
+CLIP = {'fn': torch.nn.utils.clip_grad_norm_}          # the trainer's clipping, as the step below calls it
 
 
 def plain_race(v, generator):
@@ -52,18 +60,32 @@ def plain_nucleus(logits, top_p: float, bins=None):
     return logits.masked_fill(~torch.zeros_like(keep).scatter(-1, order, keep), -math.inf)
 
 
-def plain_ar_sample(self, n, steps=None, seq_len=None, generator=None, progress=False, return_states=False,
-                    given=None, temperature=1., top_p=1., stats=None, **kw):
-    "The AR sampler with its logits made plainly (`next_logits`) and drawn by `draw_from_logits`."
+def log2_ar_sample(self, n, steps=None, seq_len=None, generator=None, progress=False, return_states=False,
+                   given=None, temperature=1., top_p=1., stats=None, **kw):
+    """The removed AR sampler: logits less a shift known before they are made (the Cauchy-Schwarz bound of
+    `log2_logits`), in units of log 2, whose `exp2` in place are the weights of the raced draw."""
     L, dev = seq_len or self.cfg.seq_len, self.device
     x = torch.zeros(n, L, dtype=torch.long, device=dev)
     with torch.no_grad():
         cache = self.net.new_cache(L)
         inp = torch.full((n, 1), self.cfg.vocab_size, dtype=torch.long, device=dev)
+        W, b = self.head.weight.float(), self.head.bias.float()
+        bounds, buf = backbone.head_bounds(W, b), torch.empty(n, self.cfg.vocab_size, device=dev)
         for i in range(L):
-            x[:, i] = draws.draw_from_logits(self.next_logits(inp, cache), generator, temperature, top_p, overwrite=True)
+            h = self.net.step(inp, cache)[:, -1].float()
+            l2 = backbone.log2_logits(h, W, b, buf, bounds)[0]
+            x[:, i] = (draws._weights_argmax(l2.exp2_(), generator) if temperature == 1 and top_p == 1 else
+                       draws.draw_from_logits(l2.mul_(math.log(2)), generator, temperature, top_p, overwrite=True))
             inp = x[:, i:i + 1]
     return x
+
+
+@contextlib.contextmanager
+def swapped_item(d, key, value):
+    old = d[key]
+    d[key] = value
+    try: yield
+    finally: d[key] = old
 
 
 @contextlib.contextmanager
@@ -76,7 +98,7 @@ def swapped(obj, name, value):
 
 # ---- the steps ---------------------------------------------------------------------------------------------------
 def train_step(model, batch, seq_len, device):
-    "The trainer's step: loss per token, backward, clipping (train.clip_gradients, looked up at each call), AdamW, EMA."
+    "The trainer's step: loss per token, backward, clipping (`CLIP`, looked up at each call), AdamW, EMA."
     x = torch.randint(0, model.cfg.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
     m, g = torch.ones_like(x, dtype=torch.bool), seeded_generator(1, device)
     opt, ema = make_optimizer(model, TrainConfig(lr=1e-6), device), EMA(model, 0.999)
@@ -84,7 +106,7 @@ def train_step(model, batch, seq_len, device):
     def step():
         loss = model.loss(x, m, stratified_times(batch, g, dtype=torch.float64).to(device), g).sum() / m.sum()
         loss.backward()
-        train_mod.clip_gradients(model.parameters(), 1.0)
+        CLIP['fn'](model.parameters(), 1.0)
         opt.step(); opt.zero_grad(set_to_none=True); ema.update(model)
     return step
 
@@ -94,29 +116,32 @@ def sample_step(model, batch, seq_len, steps, **kw):
     return step
 
 
-def ab(step, swap, rounds: int) -> dict:
-    "Median seconds of `step` with the trick and with its plain form (`swap`), alternating, after one warm-up each."
+def ab(step, swap, rounds: int, swap_installs: str = 'plain') -> dict:
+    """Median seconds of `step` with the trick and with its plain form, alternating, after one warm-up each: `swap`
+    installs the one the library does not use (`swap_installs`: the plain form, or a trick the library dropped)."""
+    other = swap_installs
+    current = 'trick' if other == 'plain' else 'plain'
     times = {'trick': [], 'plain': []}
     for r in range(rounds + 1):
-        for name in ('trick', 'plain') if r % 2 == 0 else ('plain', 'trick'):
-            with (swap() if name == 'plain' else contextlib.nullcontext()):
+        for name in (current, other) if r % 2 == 0 else (other, current):
+            with (swap() if name == other else contextlib.nullcontext()):
                 t0 = time.perf_counter(); step(); dt = time.perf_counter() - t0
             if r: times[name].append(dt)
     med = {k: statistics.median(v) for k, v in times.items()}
     return dict(trick_s=med['trick'], plain_s=med['plain'], gain=med['plain'] / med['trick'] - 1)
 
 
-TRICKS = {   # name: (what it is, the step it serves, the swap to its plain form)
+TRICKS = {   # name: (what it is, the step it serves, a swap, what the swap installs)
     'log2 logits in the head': ('the head pass: logits shifted by a Cauchy-Schwarz bound in log-2 units, exp2',
-                                'train', lambda: swapped(backbone, '_head_pass', plain_head_pass())),
-    'hand-written clipping': ('clip_gradients: one dot product per tensor and a foreach scale',
-                              'train', lambda: swapped(train_mod, 'clip_gradients', plain_clip)),
+                                'train', lambda: swapped(backbone, '_head_pass', plain_head_pass()), 'plain'),
+    'hand-written clipping': ('one dot product per tensor and a foreach scale, instead of clip_grad_norm_',
+                              'train', lambda: swapped_item(CLIP, 'fn', dot_clip), 'trick'),
     'raced Gumbel draws': ('argmax w / E of the weights instead of Gumbel-max over log w',
-                           'sample', lambda: swapped(draws, '_race', plain_race)),
+                           'sample', lambda: swapped(draws, '_race', plain_race), 'plain'),
     'binned nucleus': ('the nucleus from logit bins, sorting one bin', 'sample top-p',
-                       lambda: swapped(draws, 'nucleus', plain_nucleus)),
+                       lambda: swapped(draws, 'nucleus', plain_nucleus), 'plain'),
     'AR log2 logits': ("the AR sampler's logits shifted in advance, in log-2 units", 'sample AR',
-                       lambda: swapped(AR, 'sample', plain_ar_sample)),
+                       lambda: swapped(AR, 'sample', log2_ar_sample), 'trick'),
 }
 
 
@@ -128,19 +153,21 @@ def main(argv=None):
     p.add_argument('--seq-len', type=int, default=64)
     p.add_argument('--sample-steps', type=int, default=8)
     p.add_argument('--models', nargs='+', default=['ar', 'sedd', 'hybrid'])
+    p.add_argument('--tricks', nargs='+', default=list(TRICKS), help='the tricks to time (default: all)')
     p.add_argument('--json', default=None, help='write the rows here too')
     args = p.parse_args(argv)
     apply_runtime(device='cpu')
     models = bench_models(args.size, args.seq_len, 'cpu')
     rows = []
-    for trick, (what, phase, swap) in TRICKS.items():
+    for trick in args.tricks:
+        what, phase, swap, installs = TRICKS[trick]
         for kind in args.models:
             model = models[kind]
             if phase == 'sample AR' and kind != 'ar': continue
             if phase == 'train': step = train_step(model, args.batch, args.seq_len, 'cpu')
             elif phase == 'sample top-p': step = sample_step(model, args.batch, args.seq_len, args.sample_steps, top_p=0.9)
             else: step = sample_step(model, args.batch, args.seq_len, args.sample_steps)
-            r = dict(trick=trick, phase=phase, model=kind, size=args.size, **ab(step, swap, args.rounds))
+            r = dict(trick=trick, phase=phase, model=kind, size=args.size, **ab(step, swap, args.rounds, installs))
             rows.append(r)
             print(f"{trick:28s} {phase:13s} {kind:7s} trick {r['trick_s']:.3f} s  plain {r['plain_s']:.3f} s  "
                   f"gain {r['gain']:+.1%}", flush=True)
