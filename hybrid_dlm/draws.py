@@ -19,11 +19,9 @@ def _gumbel(shape, generator, device):
     u = draw_uniform(shape, generator, device, torch.float64).clamp(min=1e-300)
     return -torch.log(-torch.log(u))
 
-def _race(v, generator):
-    """The index of the largest v / E in each row of non-negative v, E standard exponential (-log U from float64
-    uniforms): Gumbel-max over log v with the same uniforms (its noise is -log E), without a logarithm of v."""
-    e = draw_uniform(v.shape, generator, v.device, torch.float64).log_().neg_()
-    return argmax_last(v.double() / e)
+def _weights_gumbel(v, generator):
+    "One index per row of non-negative weights v, with probability v / sum(v): Gumbel-max over log v in float64."
+    return argmax_last(v.double().log() + _gumbel(v.shape, generator, v.device))
 
 def _block_sums(w, block:int):
     "Sums of w [N, C] over consecutive blocks of `block` classes (the last block may be shorter): [N, ceil(C / block)]."
@@ -32,11 +30,11 @@ def _block_sums(w, block:int):
     return s if full == C else torch.cat([s, w[:, full:].sum(-1, keepdim=True)], 1)
 
 def gumbel_in_blocks(mass, class_logits, n_classes:int, generator=None, block:int=None):
-    """The two-stage draw of rows whose block sums `mass` [N, n_blocks] are held: a block by its mass (`_race`, which is
+    """The two-stage draw of rows whose block sums `mass` [N, n_blocks] are held: a block by its mass (`_weights_gumbel`,
     Gumbel-max over log mass), then a class within it by Gumbel-max over `class_logits(cls)`, the logits at the
     classes cls [N, block] of the drawn blocks only (the rest of each row need not exist)."""
     block, dev = gumbel_block(n_classes, block), mass.device
-    start = _race(mass, generator) * block
+    start = _weights_gumbel(mass, generator) * block
     cls = start[:, None] + torch.arange(block, device=dev)
     inner = class_logits(cls.clamp(max=n_classes - 1)).double().masked_fill(cls >= n_classes, -math.inf)
     return start + argmax_last(inner + _gumbel(inner.shape, generator, dev))
@@ -77,13 +75,13 @@ def _exp_weights(logits, overwrite:bool=False):
 
 def _weights_argmax(w, generator=None, block:int=None):
     """One class per row of non-negative weights `w` [N, C] (rows need not sum to one), with probability w / sum(w):
-    on rows wider than `GUMBEL_BLOCK_MIN` a block by its mass, then a class within it, each by the exponential race
-    argmax w / E (`_race`: Gumbel-max over log w with the same uniforms, and no logarithm of w)."""
+    on rows wider than `GUMBEL_BLOCK_MIN` a block by its mass, then a class within it, each by Gumbel-max over the
+    logarithms of the weights (`_weights_gumbel`)."""
     C, block = w.shape[1], gumbel_block(w.shape[1], block)
-    if block >= C: return _race(w, generator)
-    start = _race(_block_sums(w, block), generator) * block      # a block by its mass, then a class within it
+    if block >= C: return _weights_gumbel(w, generator)
+    start = _weights_gumbel(_block_sums(w, block), generator) * block      # a block by its mass, then a class within it
     cls = start[:, None] + torch.arange(block, device=w.device)
-    return start + _race(w.gather(1, cls.clamp(max=C - 1)).masked_fill(cls >= C, 0.), generator)
+    return start + _weights_gumbel(w.gather(1, cls.clamp(max=C - 1)).masked_fill(cls >= C, 0.), generator)
 
 def _gumbel_argmax(logits, generator=None, block:int=None, overwrite:bool=False):
     """One class per row of `logits` [N, C] drawn from softmax(logits) by Gumbel-max with float64 noise; rows wider than

@@ -46,10 +46,10 @@ def dot_clip(params, max_norm: float):
 CLIP = {'fn': torch.nn.utils.clip_grad_norm_}          # the trainer's clipping, as the step below calls it
 
 
-def plain_race(v, generator):
-    "Gumbel-max over log v with the same uniforms: two logarithms per draw and one of v."
-    u = draw_uniform(v.shape, generator, v.device, torch.float64).clamp(min=1e-300)
-    return argmax_last(v.double().log() - torch.log(-torch.log(u)))
+def race(v, generator):
+    "The removed exponential race: argmax v / E, E = -log U (Gumbel-max over log v from the same uniforms)."
+    e = draw_uniform(v.shape, generator, v.device, torch.float64).log_().neg_()
+    return argmax_last(v.double() / e)
 
 
 def plain_nucleus(logits, top_p: float, bins=None):
@@ -137,7 +137,7 @@ TRICKS = {   # name: (what it is, the step it serves, a swap, what the swap inst
     'hand-written clipping': ('one dot product per tensor and a foreach scale, instead of clip_grad_norm_',
                               'train', lambda: swapped_item(CLIP, 'fn', dot_clip), 'trick'),
     'raced Gumbel draws': ('argmax w / E of the weights instead of Gumbel-max over log w',
-                           'sample', lambda: swapped(draws, '_race', plain_race), 'plain'),
+                           'sample', lambda: swapped(draws, '_weights_gumbel', race), 'trick'),
     'binned nucleus': ('the nucleus from logit bins, sorting one bin', 'sample top-p',
                        lambda: swapped(draws, 'nucleus', plain_nucleus), 'plain'),
     'AR log2 logits': ("the AR sampler's logits shifted in advance, in log-2 units", 'sample AR',
