@@ -20,7 +20,7 @@ def _gumbel(shape, generator, device):
     return -torch.log(-torch.log(u))
 
 def _weights_gumbel(v, generator):
-    "One index per row of non-negative weights v, with probability v / sum(v): Gumbel-max over log v in float64."
+    "One index per row of non-negative weights v, with probability v / sum(v): Gumbel-max over log v, float64."
     return argmax_last(v.double().log() + _gumbel(v.shape, generator, v.device))
 
 def _block_sums(w, block:int):
