@@ -30,9 +30,9 @@ def _block_sums(w, block:int):
     return s if full == C else torch.cat([s, w[:, full:].sum(-1, keepdim=True)], 1)
 
 def gumbel_in_blocks(mass, class_logits, n_classes:int, generator=None, block:int=None):
-    """The two-stage draw of rows whose block sums `mass` [N, n_blocks] are held: a block by its mass (`_weights_gumbel`,
-    Gumbel-max over log mass), then a class within it by Gumbel-max over `class_logits(cls)`, the logits at the
-    classes cls [N, block] of the drawn blocks only (the rest of each row need not exist)."""
+    """The two-stage draw of rows whose block sums `mass` [N, n_blocks] are held: a block by its mass
+    (`_weights_gumbel`, Gumbel-max over log mass), then a class within it by Gumbel-max over `class_logits(cls)`, the
+    logits at the classes cls [N, block] of the drawn blocks only (the rest of each row need not exist)."""
     block, dev = gumbel_block(n_classes, block), mass.device
     start = _weights_gumbel(mass, generator) * block
     cls = start[:, None] + torch.arange(block, device=dev)
