@@ -9,7 +9,7 @@ __all__ = ['GUMBEL_BLOCK_MIN', 'LOG_Z_MIN', 'LOG_W_MAX', 'NUCLEUS_BINS', 'gumbel
 # %% ../nbs/02a_draws.ipynb #draws004
 import math
 import torch
-from .forward import draw_uniform, argmax_last, exp_
+from .forward import draw_uniform, draw_categorical, argmax_last, exp_
 
 # %% ../nbs/02a_draws.ipynb #logit002
 GUMBEL_BLOCK_MIN = 1024       # rows wider than this draw a block of classes, then a class within it
@@ -19,10 +19,6 @@ def _gumbel(shape, generator, device):
     u = draw_uniform(shape, generator, device, torch.float64).clamp(min=1e-300)
     return -torch.log(-torch.log(u))
 
-def _weights_gumbel(v, generator):
-    "One index per row of non-negative weights v, with probability v / sum(v): Gumbel-max over log v, float64."
-    return argmax_last(v.double().log() + _gumbel(v.shape, generator, v.device))
-
 def _block_sums(w, block:int):
     "Sums of w [N, C] over consecutive blocks of `block` classes (the last block may be shorter): [N, ceil(C / block)]."
     C = w.shape[1]; full = C // block * block
@@ -31,10 +27,10 @@ def _block_sums(w, block:int):
 
 def gumbel_in_blocks(mass, class_logits, n_classes:int, generator=None, block:int=None):
     """The two-stage draw of rows whose block sums `mass` [N, n_blocks] are held: a block by its mass
-    (`_weights_gumbel`, Gumbel-max over log mass), then a class within it by Gumbel-max over `class_logits(cls)`, the
+    (`draw_categorical`, Gumbel-max over log mass), then a class within it by Gumbel-max over `class_logits(cls)`, the
     logits at the classes cls [N, block] of the drawn blocks only (the rest of each row need not exist)."""
     block, dev = gumbel_block(n_classes, block), mass.device
-    start = _weights_gumbel(mass, generator) * block
+    start = draw_categorical(mass, generator) * block
     cls = start[:, None] + torch.arange(block, device=dev)
     inner = class_logits(cls.clamp(max=n_classes - 1)).double().masked_fill(cls >= n_classes, -math.inf)
     return start + argmax_last(inner + _gumbel(inner.shape, generator, dev))
@@ -76,12 +72,12 @@ def _exp_weights(logits, overwrite:bool=False):
 def _weights_argmax(w, generator=None, block:int=None):
     """One class per row of non-negative weights `w` [N, C] (rows need not sum to one), with probability w / sum(w):
     on rows wider than `GUMBEL_BLOCK_MIN` a block by its mass, then a class within it, each by Gumbel-max over the
-    logarithms of the weights (`_weights_gumbel`)."""
+    logarithms of the weights (`draw_categorical`)."""
     C, block = w.shape[1], gumbel_block(w.shape[1], block)
-    if block >= C: return _weights_gumbel(w, generator)
-    start = _weights_gumbel(_block_sums(w, block), generator) * block      # a block by its mass, then a class within it
+    if block >= C: return draw_categorical(w, generator)
+    start = draw_categorical(_block_sums(w, block), generator) * block   # a block by its mass, then a class in it
     cls = start[:, None] + torch.arange(block, device=w.device)
-    return start + _weights_gumbel(w.gather(1, cls.clamp(max=C - 1)).masked_fill(cls >= C, 0.), generator)
+    return start + draw_categorical(w.gather(1, cls.clamp(max=C - 1)).masked_fill(cls >= C, 0.), generator)
 
 def _gumbel_argmax(logits, generator=None, block:int=None, overwrite:bool=False):
     """One class per row of `logits` [N, C] drawn from softmax(logits) by Gumbel-max with float64 noise; rows wider than

@@ -137,7 +137,7 @@ TRICKS = {   # name: (what it is, the step it serves, a swap, what the swap inst
     'hand-written clipping': ('one dot product per tensor and a foreach scale, instead of clip_grad_norm_',
                               'train', lambda: swapped_item(CLIP, 'fn', dot_clip), 'trick'),
     'raced Gumbel draws': ('argmax w / E of the weights instead of Gumbel-max over log w',
-                           'sample', lambda: swapped(draws, '_weights_gumbel', race), 'trick'),
+                           'sample', lambda: swapped(draws, 'draw_categorical', race), 'trick'),
     'binned nucleus': ('the nucleus from logit bins, sorting one bin', 'sample top-p',
                        lambda: swapped(draws, 'nucleus', plain_nucleus), 'plain'),
     'AR log2 logits': ("the AR sampler's logits shifted in advance, in log-2 units", 'sample AR',
