@@ -118,7 +118,7 @@ def _detokenize_line(line:str) -> str:
     return line.strip()
 
 def wikitext_detokenize(text:str) -> str:
-    "WikiText's word-tokenised spacing undone (` @-@ ` → `-`, ` , ` → `, `, headings, brackets, quotes), line by line."
+    "WikiText's word-tokenised spacing undone (` @-@ ` is `-`, ` , ` is `, `; headings, brackets, quotes), by line."
     return "\n".join(_detokenize_line(l) for l in text.split("\n"))
 
 # %% ../nbs/01_data.ipynb #0f4fe36e
