@@ -12,13 +12,12 @@ __all__ = ['SEGMENT_KINDS', 'BOUNDARY_KINDS', 'SAMPLE_BLOCK', 'HEAD_CHUNK', 'SAM
            'TokensToGaussian', 'GaussianToTokens', 'Chain']
 
 # %% ../nbs/04_chain.ipynb #650c2807
-import abc, contextvars, math, time, warnings
+import abc, contextvars, math, time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
-from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .forward import (as_tensor, per_row, discrete_schedule, vp_schedule, Absorbing, Uniform, diffuse,
                                 mask_weighted, mask_by_count, draw_normal, draw_integers, draw_permutation,

@@ -16,8 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .forward import (as_tensor, per_row, Absorbing, Uniform, diffuse, seeded_generator, draw_uniform,
-                                draw_categorical, LOG2E)
+from .forward import as_tensor, per_row, Absorbing, Uniform, diffuse, seeded_generator, LOG2E
 from .draws import draw_from_logits
 from .losses import (log_r, sedd_scaled, dse_absorbing, dse_uniform, eps_from_x0, x0_from_eps,
                                gaussian_prior_kl, eps_loss)

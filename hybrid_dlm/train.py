@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
-from .forward import stratified_times, seeded_generator, draw_integers
+from .forward import stratified_times, seeded_generator
 from .data import load_chunks, make_loader, unigram_counts, unigram_logprobs
 from .chain import ProcessConfig
 from .models import MODEL_KINDS, ModelConfig, NetworkConfig, build_model
