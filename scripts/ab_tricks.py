@@ -12,7 +12,7 @@ import argparse, contextlib, inspect, json, math, statistics, sys, textwrap, tim
 
 import torch
 
-from hybrid_dlm import backbone, draws
+from hybrid_dlm import backbone, chain, draws, models as models_mod
 from hybrid_dlm.bench import bench_models
 from hybrid_dlm.forward import argmax_last, draw_uniform, seeded_generator, stratified_times
 from hybrid_dlm.models import AR
@@ -80,6 +80,48 @@ def log2_ar_sample(self, n, steps=None, seq_len=None, generator=None, progress=F
     return x
 
 
+def plain_exp_masses(net, h, block: int, width: int = None):
+    "Block masses and log Z from the whole rows of logits at once ([N, V] made, then shifted by each row's maximum)."
+    with chain.network_call(): l = net.sample_logits(h).float()
+    return draws.shifted_block_sums(l, block)
+
+
+def plain_unmask_step():
+    "The unmasking step that makes the whole rows of logits of the positions that unmask again, and draws from them."
+    src = textwrap.dedent(inspect.getsource(chain.unmask_step))
+    old = "if plain and mass is not None:"
+    assert old in src, 'the unmasking step changed: update the plain form'
+    ns = dict(vars(chain))
+    exec(src.replace(old, "if False:").replace('def unmask_step(', 'def _plain_unmask_step('), ns)
+    return ns['_plain_unmask_step']
+
+
+@contextlib.contextmanager
+def one_stage_draws():
+    "Every draw one Gumbel-max over the whole row: no blocks of classes, and no draws from held block masses."
+    with swapped(draws, 'gumbel_block', lambda n_classes, block=None: n_classes), \
+         swapped(chain, 'unmask_step', plain_unmask_step()):
+        yield
+
+
+def tiled_argmax(q, keys, rows: int = None, cols: int = None):
+    """The removed tiled argmax: tiles of 512 x 1024 scores that stay in cache; a tile's maxima from `amax`, and only
+    the rows whose best score rose look for their index."""
+    rows, cols = rows or 512, cols or 1024
+    scores, out = q.new_empty(min(rows, len(q)) * min(cols, len(keys))), []
+    for i in range(0, len(q), rows):
+        qi, best, idx = q[i:i + rows], None, None
+        for j in range(0, len(keys), cols):
+            kj = keys[j:j + cols].to(q.dtype)
+            s = torch.mm(qi, kj.T, out=scores[:len(qi) * len(kj)].view(len(qi), len(kj)))
+            if best is None: best, idx = s.max(-1); continue
+            v = s.amax(-1)
+            rose = ((v > best) | (v.isnan() & ~best.isnan())).nonzero()[:, 0]
+            if len(rose): best[rose], idx[rose] = v[rose], argmax_last(s[rose]) + j
+        out.append(idx)
+    return torch.cat(out) if out else q.new_zeros(0, dtype=torch.long)
+
+
 @contextlib.contextmanager
 def swapped_item(d, key, value):
     old = d[key]
@@ -142,7 +184,21 @@ TRICKS = {   # name: (what it is, the step it serves, a swap, what the swap inst
                        lambda: swapped(draws, 'nucleus', plain_nucleus), 'plain'),
     'AR log2 logits': ("the AR sampler's logits shifted in advance, in log-2 units", 'sample AR',
                        lambda: swapped(AR, 'sample', log2_ar_sample), 'trick'),
+    'block masses in chunks': ('the sampler\'s block masses and log Z made a chunk of classes at a time, in cache',
+                               'sample', lambda: swapped(chain, 'exp_masses', plain_exp_masses), 'plain'),
+    'two-stage draws': ('a block of classes by its mass, then a class in it; the held block masses reused',
+                        'sample', one_stage_draws, 'plain'),
+    'tiled argmax': ('the rounding argmax in cache-sized tiles of the product', 'sample',
+                     lambda: swapped(chain, 'argmax_product', tiled_argmax), 'trick'),
+    'tiled argmax in training': ('the rounding argmax at the cut b, in cache-sized tiles of the product', 'train',
+                                 lambda: swapped(chain, 'argmax_product', tiled_argmax), 'trick'),
+    'table query groups': ("the table attention's queries split into one group per thread", 'train',
+                           lambda: swapped(models_mod, 'query_groups', lambda device: 1), 'plain'),
 }
+
+SERVES = {'block masses in chunks': ('sedd', 'hybrid'), 'two-stage draws': ('ar', 'sedd', 'hybrid'),
+          'tiled argmax': ('continuous', 'hybrid'), 'tiled argmax in training': ('hybrid',),
+          'table query groups': ('continuous', 'hybrid')}                                   # the models that use it
 
 
 def main(argv=None):
@@ -152,7 +208,7 @@ def main(argv=None):
     p.add_argument('--batch', type=int, default=32)
     p.add_argument('--seq-len', type=int, default=64)
     p.add_argument('--sample-steps', type=int, default=8)
-    p.add_argument('--models', nargs='+', default=['ar', 'sedd', 'hybrid'])
+    p.add_argument('--models', nargs='+', default=['ar', 'sedd', 'continuous', 'hybrid'])
     p.add_argument('--tricks', nargs='+', default=list(TRICKS), help='the tricks to time (default: all)')
     p.add_argument('--json', default=None, help='write the rows here too')
     args = p.parse_args(argv)
@@ -164,6 +220,7 @@ def main(argv=None):
         for kind in args.models:
             model = models[kind]
             if phase == 'sample AR' and kind != 'ar': continue
+            if trick in SERVES and kind not in SERVES[trick]: continue
             if phase == 'train': step = train_step(model, args.batch, args.seq_len, 'cpu')
             elif phase == 'sample top-p': step = sample_step(model, args.batch, args.seq_len, args.sample_steps, top_p=0.9)
             else: step = sample_step(model, args.batch, args.seq_len, args.sample_steps)
