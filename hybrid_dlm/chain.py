@@ -5,11 +5,12 @@
 # %% auto #0
 __all__ = ['SEGMENT_KINDS', 'BOUNDARY_KINDS', 'SAMPLE_BLOCK', 'HEAD_CHUNK', 'SAMPLE_POSITIONS', 'register_segment',
            'register_boundary', 'parse_chain', 'paper_cuts', 'ProcessConfig', 'argmax_product', 'round_embeddings',
-           'rounding_error_bound', 'rounding_error', 'binary_entropy', 'SamplerOptions', 'Segment', 'TokenDenoiser',
-           'VectorDenoiser', 'MaskingSegment', 'SampleStats', 'network_call', 'recording', 'sample_rows',
-           'discrete_step', 'exp_masses', 'unmask_step', 'proposal_times', 'GaussianSegment', 'Decoder', 'decode',
-           'Boundary', 'Start', 'TokenStart', 'GaussianStart', 'End', 'TokenEnd', 'GaussianEnd', 'TokensToTokens',
-           'TokensToGaussian', 'GaussianToTokens', 'Chain']
+           'rounding_error_bound', 'rounding_error', 'lam_coefficients', 'context_free_mean', 'identifiability',
+           'plot_identifiability', 'binary_entropy', 'SamplerOptions', 'Segment', 'TokenDenoiser', 'VectorDenoiser',
+           'MaskingSegment', 'SampleStats', 'network_call', 'recording', 'sample_rows', 'discrete_step', 'exp_masses',
+           'unmask_step', 'proposal_times', 'GaussianSegment', 'Decoder', 'decode', 'Boundary', 'Start', 'TokenStart',
+           'GaussianStart', 'End', 'TokenEnd', 'GaussianEnd', 'TokensToTokens', 'TokensToGaussian', 'GaussianToTokens',
+           'Chain']
 
 # %% ../nbs/04_chain.ipynb #650c2807
 import abc, contextvars, math, time
@@ -105,27 +106,12 @@ class ProcessConfig:
         for kind in dict.fromkeys(k for k, *_ in segs): SEGMENT_KINDS[kind].check_config(self, segs)
 
 # %% ../nbs/04_chain.ipynb #21c4e8cf
-def argmax_product(q, keys, rows:int=None, cols:int=None):
-    """argmax_y q_i . keys_y for queries q [N, k] over keys [V, k], as `(q @ keys.T).argmax(-1)` (the first maximum, NaN
-    above all). On a CPU in tiles of 512 x 1024 scores that stay in cache (no [N, V] block written to memory and read
-    back); a tile's maxima come from `amax`, which finds no indices, and only rows whose best score rose look for
-    their index. Elsewhere in blocks of 1024 whole rows, with no host synchronisation per tile. The keys are cast
-    to q's dtype a tile at a time."""
-    cpu = q.device.type == 'cpu'
-    rows, cols = rows or (512 if cpu else 1024), cols or (1024 if cpu else len(keys))
-    scores, out = q.new_empty(min(rows, len(q)) * min(cols, len(keys))), []
-    for i in range(0, len(q), rows):
-        qi, best, idx = q[i:i + rows], None, None
-        for j in range(0, len(keys), cols):
-            kj = keys[j:j + cols].to(q.dtype)
-            s = torch.mm(qi, kj.T, out=scores[:len(qi) * len(kj)].view(len(qi), len(kj)))
-            if best is None: best, idx = s.max(-1); continue
-            v = s.amax(-1)
-            # a later tile wins only if strictly higher
-            rose = ((v > best) | (v.isnan() & ~best.isnan())).nonzero()[:, 0]
-            if len(rose): best[rose], idx[rose] = v[rose], argmax_last(s[rose]) + j
-        out.append(idx)
-    return torch.cat(out) if out else q.new_zeros(0, dtype=torch.long)
+def argmax_product(q, keys, rows:int=1024):
+    """argmax_y q_i . keys_y for queries q [N, k] over keys [V, k]: `(q @ keys.T).argmax(-1)` (the first maximum, NaN
+    above all), `rows` queries at a time, so that at most [rows, V] scores exist at once."""
+    keys = keys.to(q.dtype)
+    return torch.cat([(q[i:i + rows] @ keys.T).argmax(-1) for i in range(0, len(q), rows)]) if len(q) else \
+        q.new_zeros(0, dtype=torch.long)
 
 def round_embeddings(z, E, alpha, sigma, rule:str='nearest', generator=None):
     """Tokens for vectors z [B, L, d] under the flat-prior Gaussian decoder over the rows of E: argmax (`nearest`) or a
@@ -148,6 +134,59 @@ def rounding_error(E, lam:float, n:int=4096, generator=None) -> float:
     al, sg = (torch.tensor([v]).sigmoid().sqrt() for v in (lam, -lam))
     z, _ = diffuse(E[x].detach(), al, sg, generator=generator)
     return (round_embeddings(z, E.detach(), al, sg) != x).float().mean().item()
+
+# %% ../nbs/04_chain.ipynb #ident002
+def lam_coefficients(lam, dtype=torch.float64):
+    "(alpha, sigma) of the variance-preserving process at log-SNR `lam` (a number or a tensor)."
+    lam = as_tensor(lam).to(dtype)
+    return lam.sigmoid().sqrt(), (-lam).sigmoid().sqrt()
+
+@torch.no_grad()
+def context_free_mean(z, E, alpha:float, sigma:float, logp=None, rows:int=256):
+    """The posterior mean of E[x] given z = alpha E[x] + sigma eps [N, d], x drawn from `logp` over the rows of E
+    (uniform when None), in float64: the Bayes denoiser that sees no context. `rows` positions at a time."""
+    E = E.double(); logp = torch.zeros(len(E), dtype=torch.float64) if logp is None else logp.double()
+    bias = logp.to(E.device) - 0.5 * alpha ** 2 / sigma ** 2 * E.pow(2).sum(-1)
+    return torch.cat([((alpha / sigma ** 2) * z[i:i + rows].double() @ E.T + bias).softmax(-1) @ E
+                      for i in range(0, len(z), rows)]) if len(z) else z.double()
+
+@torch.no_grad()
+def identifiability(E, tokens, lams, logp=None, net_integrand=None, lam_range=None, generator=None):
+    """Per log-SNR in `lams`, for the rows of E [V, d] and the tokens [N] (drawn from the data): `identity_lost`, the
+    fraction whose nearest-row rounding of z = alpha E[x] + sigma eps is not x; `integrand_unigram`, the VDM integrand
+    per unit of lambda (1/2 e^lambda |E[x] - E_hat|^2, nats per token) of the context-free Bayes denoiser of `logp`;
+    and, with `net_integrand(lam)` (nats per token per unit of lambda), a network's, within `lam_range` only."""
+    import pandas as pd
+    E, rows = E.detach().float(), []
+    for lam in lams:
+        al, sg = lam_coefficients(lam)
+        z, _ = diffuse(E[tokens].double(), al[None], sg[None], generator=generator)
+        lost = (round_embeddings(z, E.double(), al[None], sg[None]) != tokens).double().mean().item()
+        e_hat = context_free_mean(z, E, al.item(), sg.item(), logp)
+        cf = 0.5 * math.exp(lam) * (E[tokens].double() - e_hat).pow(2).sum(-1).mean().item()
+        inside = net_integrand is not None and (lam_range is None or lam_range[0] <= lam <= lam_range[1])
+        rows.append(dict(lam=lam, identity_lost=lost, integrand_unigram=cf,
+                         integrand_net=net_integrand(lam) if inside else math.nan))
+    return pd.DataFrame(rows)
+
+def plot_identifiability(tables:dict, ranges:dict=None, axes=None):
+    """Identity lost and the bound's integrand against lambda, one line per table of `identifiability` (name -> table);
+    `ranges` (name -> (lambda_low, lambda_high)) shades each configuration's Gaussian segment."""
+    import matplotlib.pyplot as plt
+    if axes is None: _, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for i, (name, df) in enumerate(tables.items()):
+        c = f'C{i}'
+        axes[0].plot(df.lam, df.identity_lost, 'o-', color=c, ms=3, label=name)
+        axes[1].plot(df.lam, df.integrand_unigram, '--', color=c, label=f'{name}: context-free')
+        if df.integrand_net.notna().any():
+            axes[1].plot(df.lam, df.integrand_net, 'o-', color=c, ms=3, label=f'{name}: network')
+        for ax in axes:
+            if ranges and name in ranges: ax.axvspan(*ranges[name], color=c, alpha=0.12)
+    axes[0].set(xlabel='log-SNR $\\lambda$', ylabel='identity lost (fraction of tokens)')
+    axes[1].set(xlabel='log-SNR $\\lambda$', ylabel='integrand, nats / token / unit $\\lambda$', yscale='symlog')
+    axes[1].set_yscale('symlog', linthresh=1e-3)
+    for ax in axes: ax.invert_xaxis(); ax.legend(fontsize=7)
+    return axes
 
 # %% ../nbs/04_chain.ipynb #eb371bba
 def binary_entropy(p):
@@ -692,9 +731,8 @@ class Decoder:
 def decode(net, z, decoder:Decoder, allow:int=None, greedy:bool=True, generator=None, rows:int=None,
            temperature:float=1., top_p:float=1.):
     """Tokens from vectors z [B, L, d] with the decoder's logits (those of its bound term), in float64: the argmax
-    (`argmax_product`, in cache-sized tiles that the argmax reads as the product makes them, both counted as the
-    network's), or a Gumbel-max draw at `temperature` within the nucleus `top_p`, `rows` positions at a time (default:
-    `sample_rows`) in one buffer."""
+    (`argmax_product`, counted as the network's), or a Gumbel-max draw at `temperature` within the nucleus `top_p`,
+    `rows` positions at a time (default: `sample_rows`) in one buffer."""
     n = len(z)
     al, sg = torch.full((n,), decoder.alpha, dtype=torch.float64), torch.full((n,), decoder.sigma, dtype=torch.float64)
     with network_call(0. if decoder.lam is None else 1.):
@@ -702,7 +740,7 @@ def decode(net, z, decoder:Decoder, allow:int=None, greedy:bool=True, generator=
     q = net.queries(z.double(), al, sg, None if h is None else h.double()).reshape(-1, z.shape[-1] + 2)
     keys = net.keys()
     if allow is not None: keys = keys[:allow]
-    if greedy:                                     # float64 products, the keys cast a tile at a time
+    if greedy:                                     # float64 products
         with network_call(): return argmax_product(q, keys).reshape(z.shape[:-1])
     keys = keys.double()
     rows = rows or max(1, sample_rows(z.device, 2 * len(keys)))            # float64 logits: half the float32 rows
