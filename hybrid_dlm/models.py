@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PROPOSAL_BINS', 'MODEL_KINDS', 'NetworkConfig', 'ModelConfig', 'rows_sum', 'DiscreteDenoiser', 'SEDD', 'query_groups',
            'table_softmax_mean', 'target_prior', 'ContinuousDenoiser', 'SegmentNoise', 'ShiftedNoise', 'LearnedLifting',
-           'LanguageModel', 'DiffusionLM', 'as_given', 'AR', 'build_model']
+           'LanguageModel', 'DiffusionLM', 'as_given', 'AR', 'build_model', 'segment_identifiability']
 
 # %% ../nbs/06_models.ipynb #3380ddc2
 import math, warnings
@@ -23,7 +23,7 @@ from .losses import (log_r, sedd_scaled, dse_absorbing, dse_uniform, eps_from_x0
 from .backbone import (Backbone, backbone_config, linear_cross_entropy, linear_score_entropy, count_params,
                                  autocast)
 from .chain import (ProcessConfig, Chain, GaussianToTokens, round_embeddings, rounding_error_bound, SampleStats,
-                              SamplerOptions, recording, network_call)
+                              SamplerOptions, recording, network_call, identifiability, lam_coefficients)
 
 # %% ../nbs/06_models.ipynb #a0812ac1
 from .backbone import BackboneConfig
@@ -640,3 +640,24 @@ def restrict_train_rows(self:DiffusionLM, seen):
     for net in self.nets.values():
         if hasattr(net, 'train_rows'):                 # a Gaussian denoiser
             net.train_rows.copy_(torch.cat([seen, seen.new_ones(net.n_tokens - len(seen))]).to(net.train_rows.device))
+
+# %% ../nbs/06_models.ipynb #ident005
+@torch.no_grad()
+def segment_identifiability(model, x0, mask, lams, generator=None):
+    """`identifiability` of a model's first Gaussian segment on the data x0 [B, L] (real positions `mask`): its table,
+    its targets (the chain's state where it starts), the unigram law over the table for the context-free curve, and
+    its network's integrand within the segment's range of lambda. Also returns that range (low, high)."""
+    seg = next(s for s in model.chain.segments if s.continuous)
+    net = model.nets[seg.name]
+    target = model.walk(x0, mask, seg.k, generator)['targets'][-1]
+    logp = None if not model.unigram_nll.any() else \
+        target_prior(-model.unigram_nll.double(), model.masked_before(seg), net.n_tokens)
+    def net_integrand(lam):                        # 1/2 e^lam |E[x] - E_hat|^2 per token: dlam = -1 per unit of lambda
+        al, sg = (v.expand(len(x0)).float() for v in lam_coefficients(lam))
+        z, eps = diffuse(net.embedding[target], al, sg, generator=generator)
+        lam_t = torch.full((len(x0),), float(lam))
+        val, _ = net.diffusion_term(target, z, eps, lam_t, -1., al, sg, mask)
+        return (val.sum() / mask.sum()).item()
+    low, high = (seg.schedule.lam(torch.tensor(t, dtype=torch.float64)).item() for t in (1., 0.))
+    table = identifiability(net.embedding, target[mask], lams, logp, net_integrand, (low, high), generator)
+    return table, (low, high)
