@@ -263,9 +263,10 @@ def add_sample_parser(subparsers):
 # %% ../nbs/13_cli.ipynb #smpe0002
 def run_sample_quality(args) -> int:
     "`hdlm sample-eval`: generative perplexity and entropy of samples under a judge, against the number of steps."
-    kw = dict(temperature=args.temperature, top_p=args.top_p, **({'cache': True} if args.cache else {}))
+    kw = dict(top_p=args.top_p, **({'cache': True} if args.cache else {}))
     df = run_sample_eval(args.ckpt, args.judge, steps=args.steps, n=args.n, out_dir=args.out, seed=args.seed,
-                         corpus=args.corpus, device=args.device, progress=not args.json, sample_kw=kw)
+                         corpus=args.corpus, device=args.device, progress=not args.json, sample_kw=kw,
+                         temperatures=[args.temperature])
     if args.json: print(json.dumps(sample_eval_json(df)))
     else:
         print(df[COLUMNS].round(4).to_string(index=False))
