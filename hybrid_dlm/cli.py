@@ -263,13 +263,19 @@ def add_sample_parser(subparsers):
 # %% ../nbs/13_cli.ipynb #smpe0002
 def run_sample_quality(args) -> int:
     "`hdlm sample-eval`: generative perplexity and entropy of samples under a judge, against the number of steps."
-    kw = dict(temperature=args.temperature, top_p=args.top_p, **({'cache': True} if args.cache else {}))
+    if args.temperature is not None and args.temperatures is not None:
+        raise UsageError(f"give --temperature or --temperatures, not both: --temperatures "
+                         f"{' '.join(f'{T:g}' for T in args.temperatures)} alone (it takes one temperature too)")
+    temperatures = args.temperatures or [1.0 if args.temperature is None else args.temperature]
+    kw = dict(top_p=args.top_p, **({'cache': True} if args.cache else {}))
     df = run_sample_eval(args.ckpt, args.judge, steps=args.steps, n=args.n, out_dir=args.out, seed=args.seed,
-                         corpus=args.corpus, device=args.device, progress=not args.json, sample_kw=kw)
+                         corpus=args.corpus, device=args.device, progress=not args.json, sample_kw=kw,
+                         temperatures=temperatures)
     if args.json: print(json.dumps(sample_eval_json(df)))
     else:
         print(df[COLUMNS].round(4).to_string(index=False))
-        print(f"\njudge: {df.attrs['judge']}; wrote {os.path.join(args.out, 'sample_eval.csv')} and sample_eval.png")
+        wrote = 'sample_eval.png' + (', frontier.csv and frontier.png' if len(temperatures) > 1 else '')
+        print(f"\njudge: {df.attrs['judge']}; wrote {os.path.join(args.out, 'sample_eval.csv')}, {wrote}")
     return 0
 
 def add_sample_eval_parser(subparsers):
@@ -281,11 +287,13 @@ def add_sample_eval_parser(subparsers):
                         "(default: the first AR run of --ckpt)")
     p.add_argument('--steps', type=COUNT, nargs='+', default=[8, 16, 32, 64, 128, 256],
                    help='numbers of sampling steps')
-    p.add_argument('-n', type=COUNT, default=64, help='samples per model and number of steps')
-    p.add_argument('--out', default='.', metavar='DIR', help='where sample_eval.csv and sample_eval.png go')
+    p.add_argument('-n', type=COUNT, default=64, help='samples per model, number of steps and temperature')
+    p.add_argument('--out', default='.', metavar='DIR', help='where sample_eval.csv and the plots go')
     p.add_argument('--corpus', default=None,
                    help="held-out text for the reference row (default: the first run's corpus)")
-    p.add_argument('--temperature', type=NONNEGATIVE, default=1.0, help='0: greedy draws')
+    p.add_argument('--temperature', type=NONNEGATIVE, default=None, help='one temperature (default 1; 0: greedy draws)')
+    p.add_argument('--temperatures', type=NONNEGATIVE, nargs='+', default=None, metavar='T',
+                   help='a sweep of temperatures, a row each; more than one also writes frontier.csv and frontier.png')
     p.add_argument('--top-p', type=PROBABILITY, default=1.0)
     p.add_argument('--cache', action='store_true', help='the cached sampler for masking segments')
     p.add_argument('--seed', type=SEED, default=0)

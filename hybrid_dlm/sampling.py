@@ -76,19 +76,24 @@ def changed_fraction(before, after, mask_id:int) -> dict:
 def correction_study(runs, # run directories (or checkpoints), or {name: model}
                      judge, # anything `load_judge` takes: an AR run directory, 'markov', a hub name, a model
                      steps=(16, 64, 256), # numbers of sampling steps, the same for every model (equal NFE)
-                     n:int=64, seed:int=0, data=None, device=None, progress:bool=True, **sample_kw) -> pd.DataFrame:
-    """Sample quality of each model at each number of steps under a judge (`sample_eval`), with the fraction of the
-    tokens chosen before a Gaussian segment that its reverse changes (`changed`) and masks again (`remasked`)."""
+                     n:int=64, seed:int=0, data=None, device=None, progress:bool=True,
+                     temperatures=(1.0,), # temperatures of the token draws, a row each (as in `sample_eval`)
+                     **sample_kw) -> pd.DataFrame:
+    """Sample quality of each model at each number of steps and temperature under a judge (`sample_eval`), with the
+    fraction of the tokens chosen before a Gaussian segment that its reverse changes (`changed`) and masks again
+    (`remasked`)."""
+    if 'temperature' in sample_kw:
+        raise ValueError("give the temperature as temperatures=(T,): each row of the study draws at its own")
     models = runs if isinstance(runs, dict) else {k: load_run(r, device) for k, r in zip(run_names(runs), runs)}
     found = {}
-    def sample_fn(model, n, steps, seed, stats=None):
+    def sample_fn(model, n, steps, seed, stats=None, temperature=1.):
         x, states = model.sample(n, steps=steps, generator=seeded_generator(seed, model.device), return_states=True,
-                                 stats=stats, **sample_kw)
+                                 stats=stats, temperature=temperature, **sample_kw)
         if (pair := correction_pair(model)) is not None:
-            found[id(model), steps] = changed_fraction(states[pair[0]], states[pair[1]], model.mask_id)
+            found[id(model), steps, temperature] = changed_fraction(states[pair[0]], states[pair[1]], model.mask_id)
         return x
-    df = sample_eval(models, judge, steps, n, seed, sample_fn, data, progress)
+    df = sample_eval(models, judge, steps, n, seed, sample_fn, data, progress, temperatures=temperatures)
     for key in ('changed', 'remasked'):
-        df[key] = [found.get((id(models[m]), s), {}).get(key, math.nan) if m in models else math.nan
-                   for m, s in zip(df.model, df.steps)]
+        df[key] = [found.get((id(models[m]), s, T), {}).get(key, math.nan) if m in models else math.nan
+                   for m, s, T in zip(df.model, df.steps, df.temperature)]
     return df

@@ -70,8 +70,9 @@ def test_sample_eval_json_rows(runs, tmp_path):
     rows = json.loads(r.stdout)
     assert [(x['model'], x['steps']) for x in rows] == [('data', None), ('sedd', 4), ('sedd', 8), ('hybrid', 4),
                                                         ('hybrid', 8), ('ar', 64)]
-    keys = ['model', 'steps', 'gen_ppl', 'gen_ppl_stderr', 'entropy', 'entropy_stderr', 'seconds_per_sample']
-    assert all(list(x) == keys for x in rows)
+    keys = ['model', 'steps', 'temperature', 'gen_ppl', 'gen_ppl_stderr', 'entropy', 'entropy_stderr',
+            'seconds_per_sample']
+    assert all(list(x) == keys for x in rows) and [x['temperature'] for x in rows] == [None] + [1.0] * 5
     assert all(x['gen_ppl'] > 1 and 0 <= x['entropy'] <= 2.08 for x in rows)          # entropy <= log 8
     assert (tmp_path / 'q' / 'sample_eval.csv').exists() and (tmp_path / 'q' / 'sample_eval.png').stat().st_size > 0
 
