@@ -86,14 +86,14 @@ class ProcessConfig:
     lambda_max: float = 10.0        # log-SNR where a Gaussian segment starts (its least noisy state)
     lambda_min: float = -10.0       # log-SNR where a Gaussian segment ends the chain (at u = 1, the prior N(0, I))
     lambda_b: float = 2.0           # log-SNR where a Gaussian segment hands over to tokens (rounding)
-    rounding: str = 'nearest'       # Gaussian -> tokens: the nearest embedding, or a draw (sample)
+    rounding: str = 'nearest'       # Gaussian -> tokens: the nearest row, a flat-prior draw (sample), or posterior
     lifting: str = 'gaussian'       # reverse, tokens -> Gaussian: mean E[x] (gaussian) or E[x] + a network (learned)
     decoder: str = 'gaussian'       # reverse, Gaussian -> tokens: gaussian, or contextual (the denoiser's posterior)
 
     def __post_init__(self):
         segs = [] if self.chain is None else parse_chain(self.chain)
         options = dict(graph=('absorbing', 'uniform'), mask_schedule=('loglinear', 'geometric'),
-                       rounding=('nearest', 'sample'), lifting=('gaussian', 'learned'),
+                       rounding=('nearest', 'sample', 'posterior'), lifting=('gaussian', 'learned'),
                        decoder=('gaussian', 'contextual'))
         for name, allowed in options.items():
             if getattr(self, name) not in allowed:
@@ -294,6 +294,9 @@ class VectorDenoiser(Protocol):
     def queries(self, z, alpha, sigma, h=None): "Decoder queries [..., d + 2] of vectors z (and a correction h)."
     def correction(self, z, lam, alpha, sigma, mask=None): "The network's output on z: the contextual query term."
     def rounding_logq(self, z, x, alpha, sigma, mask): "log q(x | z) of stochastic rounding, per sequence."
+    def posterior_draw(self, z, alpha, sigma, lam, mask=None, generator=None):
+        "Tokens [B, L] drawn from the network's posterior over its table given z at log-SNR lam."
+    def posterior_logq(self, z, x, alpha, sigma, lam, mask): "log r(x | z) of that posterior, per sequence."
 
 # %% ../nbs/04_chain.ipynb #8832fb43
 @register_segment
@@ -924,7 +927,8 @@ class TokensToGaussian(TokensToTokens):
 # %% ../nbs/04_chain.ipynb #daaad48d
 @register_boundary('gauss', 'mask')
 class GaussianToTokens(Boundary):
-    """Gaussian -> masking at a cut: z_c is rounded into tokens x_c, and the bound pays the lifting term
+    """Gaussian -> masking at a cut: z_c is rounded into tokens x_c (the nearest row, a draw from the flat-prior
+    decoder, or a draw from the network's posterior at the cut: `rounding`), and the bound pays the lifting term
     log q(z_c | x_prev) + log q(x_c | z_c) - log p(z_c | x_c), p(z_c | x_c) = N(alpha_c mu(x_c), sigma_c^2 I).
     In reverse, x_c is lifted: z_c ~ p(z_c | x_c)."""
     def __init__(self, name, left, right, cfg=None):
@@ -932,12 +936,17 @@ class GaussianToTokens(Boundary):
         s = torch.tensor(1., dtype=torch.float64, device='cpu')
         self.names, self.rounding = (f'lift_{name}',), 'nearest' if cfg is None else cfg.rounding
         self.alpha, self.sigma = float(left.schedule.alpha(s)), float(left.schedule.sigma(s))
+        self.lam = float(left.schedule.lam(s))
 
     def forward(self, model, x, mask, generator=None):
         net = model.nets[self.left.name]
-        E, a, s = net.embedding, _full(self.alpha, len(x), x.device), _full(self.sigma, len(x), x.device)
+        n, dev = len(x), x.device
+        E, a, s = net.embedding, _full(self.alpha, n, dev), _full(self.sigma, n, dev)
         z = self.left.end_state(net, x, mask, generator)
-        return torch.where(mask, round_embeddings(z.detach(), E.detach(), a, s, self.rounding, generator), x), z
+        if self.rounding == 'posterior':
+            y = net.posterior_draw(z.detach(), a, s, _full(self.lam, n, dev), mask, generator)
+        else: y = round_embeddings(z.detach(), E.detach(), a, s, self.rounding, generator)
+        return torch.where(mask, y, x), z
 
     def lift_mean(self, model, x, mask=None):
         "mu(x) [B, L, d]: the mean of p(z_c | x) is alpha_c mu(x)."
@@ -949,9 +958,12 @@ class GaussianToTokens(Boundary):
         d2 = lambda mean: (z - self.alpha * mean).pow(2).sum(-1)
         lift = (((d2(self.lift_mean(model, x, mask)) - d2(net.embedding[x_prev]))
                  / (2 * self.sigma ** 2)) * mask).sum(-1).double()
+        n, dev = len(x), x.device
         if self.rounding == 'sample':
-            n = len(x)
-            lift = lift + net.rounding_logq(z, x, torch.full((n,), self.alpha), torch.full((n,), self.sigma), mask)
+            lift = lift + net.rounding_logq(z, x, _full(self.alpha, n, dev), _full(self.sigma, n, dev), mask)
+        if self.rounding == 'posterior':
+            lift = lift + net.posterior_logq(z, x, _full(self.alpha, n, dev), _full(self.sigma, n, dev),
+                                             _full(self.lam, n, dev), mask)
         return lift
 
     def bound(self, model, x_prev, z, x, mask, generator=None):

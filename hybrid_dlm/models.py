@@ -331,6 +331,21 @@ class ContinuousDenoiser(nn.Module):
         per = linear_cross_entropy(q, self.keys(), None, x[mask], reduction='none')
         return -rows_sum(per, mask.nonzero()[:, 0], x.shape[0])
 
+    def posterior_logq(self, z, x, alpha, sigma, lam, mask):
+        """Per-sequence log r(x | z) at real positions: r is the denoiser's posterior over the table given z at log-SNR
+        lam (the contextual decoder there), the law `posterior_draw` draws from."""
+        q = self.queries(z, alpha, sigma, self.correction(z, lam, alpha, sigma, mask))[mask]
+        per = linear_cross_entropy(q, self.keys(), None, x[mask], reduction='none')
+        return -rows_sum(per, mask.nonzero()[:, 0], x.shape[0])
+
+    @torch.no_grad()
+    def posterior_draw(self, z, alpha, sigma, lam, mask=None, generator=None, rows:int=512):
+        "Tokens [B, L] drawn from the denoiser's posterior over the table given z at log-SNR lam (`posterior_logq`)."
+        q = self.queries(z, alpha, sigma, self.correction(z, lam, alpha, sigma, mask))
+        flat, keys = q.reshape(-1, q.shape[-1]), self.keys()
+        return torch.cat([draw_from_logits(flat[i:i + rows] @ keys.T, generator, overwrite=True)
+                          for i in range(0, len(flat), rows)]).view(z.shape[:-1])
+
     def prior_kl(self, x, mask, alpha, sigma):
         "Per-sequence KL( N(alpha E[x], sigma^2 I) || N(0, I) ) over real positions."
         return (gaussian_prior_kl(self.embedding[x], alpha, sigma) * mask).sum(-1).double()
@@ -416,7 +431,7 @@ class DiffusionLM(LanguageModel):
         for seg in self.chain.segments: self.nets[seg.name] = seg.network(self)
         lifts = [c for c in self.chain.cuts if isinstance(c, GaussianToTokens)]
         self.lifting = LearnedLifting(self.bcfg, net.emb_dim) if cfg.process.lifting == 'learned' and lifts else None
-        for cut in lifts:
+        for cut in lifts if cfg.process.rounding != 'posterior' else []:   # a posterior draw loses nothing
             if (p := rounding_error_bound(cfg.process.lambda_b, net.emb_dim, V + 1)) > 0.5:
                 warnings.warn(f"lambda_b={cfg.process.lambda_b} leaves x_{cut.name} mostly noise (rounding error up to "
                               f"{p:.0%} for {net.emb_dim}-dim embeddings of {V + 1} tokens): raise lambda_b",
