@@ -31,6 +31,8 @@ HYBRID_VARIANTS = {                          # changes to the paper's hybrid, st
     'hybrid+tied-lb4': dict(tie_discrete=True, lambda_b=4.0),
     'hybrid+lb4': dict(lambda_b=4.0),
     'hybrid+shared-lb4': dict(shared_trunk=True, lambda_b=4.0),
+    'hybrid+post': dict(rounding='posterior', lambda_b=0.0),      # the posterior hand-off where tokens lose identity
+    'hybrid+post-lbmin': dict(rounding='posterior', lambda_b=-10.0),   # ... and from clean to the prior's noise
 }
 # the lowest bound of that chapter's study (validation); run beside the paper's hybrid
 BEST_VARIANT = 'hybrid+tied'
