@@ -693,12 +693,18 @@ class GaussianSegment(Segment):
         if hasattr(net, 'bias'): net.bias.copy_(target_prior(logp, model.masked_before(self), len(net.bias)))
 
     def oracle(self, model, source, perturb=0., embedding=None):
-        "The Bayes denoiser over the table `embedding` [V + 1, d] for an i.i.d. source, the only kind it exists for."
+        """The exact denoiser of a Markov `source` over the table `embedding` [V + 1, d]: for an i.i.d. source the
+        segment's own network as the context-free Bayes denoiser (decoder bias at the target's log-prior, network output
+        zero), for any other the likelihood chapter's `MarkovGaussianOracle` (forward-backward over the source)."""
         from .models import target_prior
-        if embedding is None or not np.allclose(source.P, source.pi[None]):
-            raise ValueError("A Gaussian segment's exact denoiser exists for an i.i.d. source only: "
-                             "give iid_source(...) and an embedding")
+        if embedding is None:
+            raise ValueError("A Gaussian segment's exact denoiser needs the table it denoises over: "
+                             "give an embedding [V + 1, d]")
         net = model.nets[self.name]
+        if not np.allclose(source.P, source.pi[None]):
+            from .likelihood import MarkovGaussianOracle     # the likelihood chapter imports this one
+            return MarkovGaussianOracle(source, torch.as_tensor(embedding)[:len(net.embedding)],
+                                        model.masked_before(self), perturb)
         with torch.no_grad():
             net.embedding.copy_(torch.as_tensor(embedding)[:len(net.embedding)])
             net.bias.copy_(target_prior(torch.as_tensor(np.log(source.pi)), model.masked_before(self), len(net.bias)))
