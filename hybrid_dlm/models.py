@@ -661,7 +661,8 @@ def restrict_train_rows(self:DiffusionLM, seen):
 def segment_identifiability(model, x0, mask, lams, generator=None):
     """`identifiability` of a model's first Gaussian segment on the data x0 [B, L] (real positions `mask`): its table,
     its targets (the chain's state where it starts), the unigram law over the table for the context-free curve, and
-    its network's integrand within the segment's range of lambda. Also returns that range (low, high)."""
+    its network's integrand within the segment's range of lambda, in evaluation mode. Also returns that range (low,
+    high)."""
     seg = next(s for s in model.chain.segments if s.continuous)
     net = model.nets[seg.name]
     target = model.walk(x0, mask, seg.k, generator)['targets'][-1]
@@ -674,5 +675,7 @@ def segment_identifiability(model, x0, mask, lams, generator=None):
         val, _ = net.diffusion_term(target, z, eps, lam_t, -1., al, sg, mask)
         return (val.sum() / mask.sum()).item()
     low, high = (seg.schedule.lam(torch.tensor(t, dtype=torch.float64)).item() for t in (1., 0.))
-    table = identifiability(net.embedding, target[mask], lams, logp, net_integrand, (low, high), generator)
+    was_training = model.training; model.eval()      # evaluation's table: every row, as the bound sees it
+    try: table = identifiability(net.embedding, target[mask], lams, logp, net_integrand, (low, high), generator)
+    finally: model.train(was_training)
     return table, (low, high)

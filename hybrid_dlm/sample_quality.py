@@ -7,7 +7,7 @@ __all__ = ['HUB_HINT', 'COLUMNS', 'EXTRA_COLUMNS', 'FRONTIER_COLUMNS', 'JSON_KEY
            'markov_judge', 'uniform_judge', 'load_run', 'run_corpus', 'run_name', 'run_names', 'hub_judge',
            'load_judge', 'mean_se', 'gen_ppl', 'unigram_entropy', 'repeated_ngrams', 'quality_metrics',
            'default_sample', 'data_quality', 'point_seed', 'sample_eval', 'plot_sample_eval', 'frontier_table',
-           'plot_frontier', 'run_sample_eval', 'sample_eval_json']
+           'plot_frontier', 'frontier_gap', 'run_sample_eval', 'sample_eval_json']
 
 # %% ../nbs/07a_sample_quality.ipynb #0acc84ed
 import hashlib
@@ -379,6 +379,26 @@ def plot_frontier(df:pd.DataFrame, title:str=None):
     axes[0, -1].legend(fontsize=8)
     fig.suptitle(title or 'gen-PPL against entropy over temperatures (points labelled with T)')
     return axes[0]
+
+# %% ../nbs/07a_sample_quality.ipynb #frtgap02
+def frontier_gap(df:pd.DataFrame, reference:str='sedd') -> pd.DataFrame:
+    """Each model's points against the `reference`'s curve at the same number of steps: log gen-PPL minus the
+    reference's, interpolated linearly in entropy between the temperatures bracketing the point's entropy (negative:
+    better at equal entropy), its standard error from both gen-PPL errors, and whether it is beyond 2 SE."""
+    rows = []
+    for r in df[~df.model.isin(['data', reference])].itertuples():
+        ref = df[(df.model == reference) & (df.steps == r.steps)].sort_values('entropy')
+        e, lp = ref.entropy.to_numpy(), np.log(ref.gen_ppl.to_numpy())
+        v = (ref.gen_ppl_stderr / ref.gen_ppl).to_numpy() ** 2                 # variances of log gen-PPL
+        gap = se = math.nan
+        if len(e) > 1 and e[0] <= r.entropy <= e[-1]:
+            j = min(max(int(np.searchsorted(e, r.entropy)), 1), len(e) - 1)
+            w = (r.entropy - e[j - 1]) / (e[j] - e[j - 1])
+            gap = math.log(r.gen_ppl) - ((1 - w) * lp[j - 1] + w * lp[j])
+            se = math.sqrt((r.gen_ppl_stderr / r.gen_ppl) ** 2 + (1 - w) ** 2 * v[j - 1] + w ** 2 * v[j])
+        rows.append(dict(model=r.model, steps=r.steps, temperature=r.temperature, entropy=r.entropy, log_gap=gap,
+                         log_gap_stderr=se, resolved=abs(gap) > 2 * se if gap == gap else False))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/07a_sample_quality.ipynb #20a9116a
 def run_sample_eval(ckpts:list, # run directories (or their checkpoints) to sample from
