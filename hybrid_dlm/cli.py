@@ -273,7 +273,8 @@ def run_sample_quality(args) -> int:
                          temperatures=temperatures)
     if args.json: print(json.dumps(sample_eval_json(df)))
     else:
-        print(df[COLUMNS].round(4).to_string(index=False))
+        shown = COLUMNS + [c for c in ('changed', 'remasked') if df[c].notna().any()]    # where a hybrid is sampled
+        print(df[shown].round(4).to_string(index=False))
         wrote = 'sample_eval.png' + (', frontier.csv and frontier.png' if len(temperatures) > 1 else '')
         print(f"\njudge: {df.attrs['judge']}; wrote {os.path.join(args.out, 'sample_eval.csv')}, {wrote}")
     return 0
@@ -319,10 +320,13 @@ def run_reproduce(args) -> int:
     "`hdlm reproduce`: the experiment of a preset; prints the table beside the paper's."
     variants = None if args.variants is None else {name: HYBRID_VARIANTS[name] for name in args.variants}
     if args.seeds:
+        overrides = _overrides(args)
+        split = overrides.get('eval_split', PRESETS[args.preset]['eval']['split'])     # a file per evaluation split
         table = seed_spread(args.preset, args.out, args.seeds, models=args.models, device=args.device,
-                            variants=variants, **_overrides(args))
-        table.to_csv(os.path.join(args.out, 'seed_spread.csv'))
-        print(table.to_string()); print(f"seed spread: {os.path.join(args.out, 'seed_spread.csv')}")
+                            variants=variants, **overrides)
+        f = os.path.join(args.out, 'seed_spread.csv' if split == 'test' else f'seed_spread_{split}.csv')
+        table.to_csv(f)
+        print(table.to_string()); print(f"seed spread: {f}")
         return 0
     reproduce(args.preset, args.out, models=args.models, device=args.device, progress=True, variants=variants,
               **_overrides(args))
@@ -340,7 +344,8 @@ def add_reproduce_parser(subparsers):
                    help=f"hybrid variants trained beside the models (default: {BEST_VARIANT} when hybrid is trained; "
                         f"none: --variants); choose from {', '.join(HYBRID_VARIANTS)}")
     p.add_argument('--seeds', type=SEED, nargs='+', default=None,
-                   help='train with each of these seeds (in OUT/seed<k>) and print the spread of the bounds over them')
+                   help='train with each of these seeds (in OUT/seed<k>) and print the spread of the bounds over them '
+                        '(OUT/seed_spread.csv; seed_spread_validation.csv with --set eval_split=validation)')
     p.add_argument('--device', type=_device, default=None)
     _add_overrides(p)
     p.set_defaults(func=run_reproduce)

@@ -194,13 +194,24 @@ def _plots(out:Path, curves:dict, df:pd.DataFrame, results):
 
 # %% ../nbs/10_experiment.ipynb #seeds002
 def seed_spread(preset:str, out, seeds=(0, 1, 2), progress:bool=False, **overrides) -> pd.DataFrame:
-    """Each model's bound over training `seeds`: mean, spread over seeds,
-    and the mean data and Monte Carlo errors of a run."""
-    out = Path(out)
-    runs = pd.concat([reproduce(preset, out / f'seed{s}', progress=progress, **{**overrides, 'seed': s}).assign(seed=s)
-                      for s in seeds])
+    """Each model's bound over training `seeds`: mean, spread over seeds, and the mean data and Monte Carlo errors of
+    a run; each hybrid's paired difference to SEDD, mean over seeds, with its data and seed errors combined."""
+    out, runs, per_seq = Path(out), [], []
+    for s in seeds:
+        runs.append(reproduce(preset, out / f'seed{s}', progress=progress, **{**overrides, 'seed': s}).assign(seed=s))
+        per_seq.append(pd.read_csv(out / f'seed{s}' / 'per_sequence.csv'))    # this split's, before the next call
+    runs = pd.concat(runs)
     g = runs.groupby('model', sort=False)
-    return pd.DataFrame({'NLL/token (mean over seeds)': g['nll_per_token'].mean(),
-                         'seed SD': g['nll_per_token'].std(ddof=1),
-                         'data SE (mean)': g['nll_stderr'].mean(), 'MC SE (mean)': g['mc_stderr'].mean(),
-                         'seeds': g.size()}).round(4)
+    t = pd.DataFrame({'NLL/token (mean over seeds)': g['nll_per_token'].mean(),
+                      'seed SD': g['nll_per_token'].std(ddof=1),
+                      'data SE (mean)': g['nll_stderr'].mean(), 'MC SE (mean)': g['mc_stderr'].mean(),
+                      'seeds': g.size()})
+    if 'sedd' in t.index:
+        mean_seq, tokens = sum(per_seq) / len(per_seq), int(runs['tokens'].iloc[0])    # each chunk's mean over seeds
+        for m in (m for m in t.index if m.startswith('hybrid')):
+            d, data_se = paired_difference(mean_seq[m], mean_seq['sedd'], tokens)
+            seed_se = g.get_group(m)['vs_sedd'].std(ddof=1) / math.sqrt(len(seeds)) if len(seeds) > 1 else 0.
+            t.loc[m, ['vs SEDD (mean over seeds)', 'vs SEDD SE']] = d, math.sqrt(data_se ** 2 + seed_se ** 2)
+        if 'vs SEDD SE' in t:
+            t['resolved'] = (t['vs SEDD (mean over seeds)'].abs() > 2 * t['vs SEDD SE']).where(t['vs SEDD SE'].notna())
+    return t.round(4)

@@ -6,8 +6,8 @@
 __all__ = ['HUB_HINT', 'COLUMNS', 'EXTRA_COLUMNS', 'FRONTIER_COLUMNS', 'JSON_KEYS', 'Judge', 'ARJudge', 'HFJudge', 'ExactJudge',
            'markov_judge', 'uniform_judge', 'load_run', 'run_corpus', 'run_name', 'run_names', 'hub_judge',
            'load_judge', 'mean_se', 'gen_ppl', 'unigram_entropy', 'repeated_ngrams', 'quality_metrics',
-           'default_sample', 'data_quality', 'point_seed', 'sample_eval', 'plot_sample_eval', 'frontier_table',
-           'plot_frontier', 'frontier_gap', 'run_sample_eval', 'sample_eval_json']
+           'correction_pair', 'changed_fraction', 'default_sample', 'data_quality', 'point_seed', 'sample_eval',
+           'plot_sample_eval', 'frontier_table', 'plot_frontier', 'frontier_gap', 'run_sample_eval', 'sample_eval_json']
 
 # %% ../nbs/07a_sample_quality.ipynb #0acc84ed
 import hashlib
@@ -219,7 +219,7 @@ def repeated_ngrams(ids, mask=None, n:int=2) -> np.ndarray:
 # %% ../nbs/07a_sample_quality.ipynb #9b1de198
 COLUMNS = ['model', 'steps', 'temperature', 'nfe', 'gen_ppl', 'gen_ppl_stderr', 'entropy', 'entropy_stderr', 'rep2',
            'rep3', 'rep4', 'seconds_per_sample']
-EXTRA_COLUMNS = ['seq_ppl_mean', 'nll_per_token', 'samples', 'tokens']
+EXTRA_COLUMNS = ['seq_ppl_mean', 'nll_per_token', 'samples', 'tokens', 'changed', 'remasked']   # the last two: hybrids
 
 def quality_metrics(ids, mask, judge:Judge, seconds_per_sample:float=math.nan) -> dict:
     "Every metric of a set of samples `ids` [n, L] (real tokens where `mask`) under `judge`."
@@ -234,9 +234,31 @@ def quality_metrics(ids, mask, judge:Judge, seconds_per_sample:float=math.nan) -
                 nll_per_token=float(nll.sum() / tokens.sum()), samples=len(ids), tokens=int(tokens.sum()))
 
 # %% ../nbs/07a_sample_quality.ipynb #2a36cf9a
-def default_sample(model, n:int, steps:int, seed:int, stats:SampleStats=None, **sample_kw):
-    "`n` samples (token ids [n, L]) of `model` with `steps` sampling steps: the one call to the sampler."
-    return model.sample(n, steps=steps, generator=seeded_generator(seed, model.device), stats=stats, **sample_kw)
+def correction_pair(model):
+    """Names of the token states on either side of the first Gaussian segment with a masking segment after it: the
+    tokens that segment chose, and what the Gaussian segment's reverse made of them (('x_b', 'x_a') in the paper's
+    hybrid); None for a chain without one."""
+    chain = getattr(model, 'chain', None)
+    for seg in chain.segments[:-1] if chain else []:
+        if seg.continuous: return 'x_' + chain.boundaries[seg.k + 1].name, 'x_' + chain.boundaries[seg.k].name
+    return None
+
+def changed_fraction(before, after, mask_id:int) -> dict:
+    "Of the positions where `before` holds a token (not MASK), the fraction `after` changes, and the fraction it masks."
+    chosen = before != mask_id
+    n = max(int(chosen.sum()), 1)
+    frac = lambda hit: int((hit & chosen).sum()) / n
+    return dict(changed=frac(after != before), remasked=frac(after == mask_id))
+
+def default_sample(model, n:int, steps:int, seed:int, stats:SampleStats=None, corrections:dict=None, **sample_kw):
+    """`n` samples (token ids [n, L]) of `model` with `steps` sampling steps: the one call to the sampler. A model with
+    a `correction_pair` also puts `changed` and `remasked` into `corrections` (a dict), when one is given."""
+    gen = seeded_generator(seed, model.device)
+    pair = correction_pair(model) if corrections is not None else None
+    if pair is None: return model.sample(n, steps=steps, generator=gen, stats=stats, **sample_kw)
+    x, states = model.sample(n, steps=steps, generator=gen, stats=stats, return_states=True, **sample_kw)
+    corrections.update(changed_fraction(states[pair[0]], states[pair[1]], model.mask_id))
+    return x
 
 def data_quality(chunks:Chunks, judge:Judge, n:int) -> dict:
     "The reference row: the metrics of the judge on the first `n` chunks of real text (padding masked)."
@@ -282,21 +304,22 @@ def sample_eval(models:dict, # name -> model (any kind)
                 temperatures=(1.0,), # temperatures of the token draws, a row each (0: greedy)
                ) -> pd.DataFrame:
     """Sample quality of each model at each number of steps and temperature under a judge, with the judge on real
-    text as the reference."""
+    text as the reference; a hybrid's rows also say what its Gaussian segment changed (`changed`, `remasked`)."""
     judge, temperatures, sample_kw = load_judge(judge), _temperatures(temperatures), sample_kw or {}
     if 'temperature' in sample_kw:
         raise ValueError("give the temperature as temperatures=(T,), not in sample_kw: each row draws at its own")
-    if sample_fn is None: sample_fn = lambda *a, **k: default_sample(*a, **k, **sample_kw)
     _check_candidates(models, judge)
     rows = [] if data is None else [data_quality(data, judge, n)]
     jobs = [(name, s, T) for name, m in models.items() for s in ([m.cfg.seq_len] if m.kind == 'ar' else steps)
             for T in temperatures]
     for name, s, T in tqdm(jobs, desc='sample quality', disable=not progress):
-        t0, stats = time.perf_counter(), SampleStats()
-        x = sample_fn(models[name], n, s, point_seed(seed, name, s, T), stats, temperature=T)
+        t0, stats, found = time.perf_counter(), SampleStats(), {}
+        draw = sample_fn or (lambda *a, **k: default_sample(*a, **k, corrections=found, **sample_kw))
+        x = draw(models[name], n, s, point_seed(seed, name, s, T), stats, temperature=T)
         x = torch.as_tensor(x).cpu()                                                  # .cpu() waits for the device
         seconds = (time.perf_counter() - t0) / n
-        rows.append(dict(model=name, steps=s, temperature=T, nfe=stats.nfe, **quality_metrics(x, None, judge, seconds)))
+        rows.append(dict(model=name, steps=s, temperature=T, nfe=stats.nfe, **quality_metrics(x, None, judge, seconds),
+                         **found))
     df = pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS)
     df.attrs['judge'] = judge.name
     return df
@@ -437,12 +460,12 @@ def _save_figure(ax, path:Path):
     ax.figure.savefig(path, dpi=90, bbox_inches='tight'); plt.close(ax.figure)
 
 JSON_KEYS = ['model', 'steps', 'temperature', 'gen_ppl', 'gen_ppl_stderr', 'entropy', 'entropy_stderr',
-             'seconds_per_sample']
+             'seconds_per_sample', 'changed', 'remasked']
 
 def sample_eval_json(df:pd.DataFrame) -> list[dict]:
-    """The rows for --json: `JSON_KEYS`, then `changed` and `remasked` where the table has them; steps an int (None
-    for the data row), NaN as None."""
+    """The rows for --json: the `JSON_KEYS` the table has (a table of `sample_eval` has all of them); steps an int
+    (None for the data row), NaN as None (`changed` and `remasked` of a model without a Gaussian segment)."""
     num = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-    keys = JSON_KEYS[2:] + [k for k in ('changed', 'remasked') if k in df]
+    keys = [k for k in JSON_KEYS[2:] if k in df]
     return [dict(model=str(r.model), steps=None if pd.isna(r.steps) else int(r.steps),
                  **{k: num(getattr(r, k)) for k in keys}) for r in df.itertuples()]

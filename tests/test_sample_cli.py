@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ['train', '--preset', 'smoke', '--corpus', 'markov', '--steps', '20', '--set', 'emb_dim=8', '--lambda-b', '4']
 KINDS = ['ar', 'sedd', 'continuous', 'hybrid']
 JSON_KEYS = ['model', 'steps', 'temperature', 'gen_ppl', 'gen_ppl_stderr', 'entropy', 'entropy_stderr',
-             'seconds_per_sample']                             # a row of sample-eval --json
+             'seconds_per_sample', 'changed', 'remasked']      # a row of sample-eval --json
 
 
 def hdlm(tmp, *args, check=True):
@@ -68,7 +68,8 @@ def test_bad_prompts_get_one_line(runs, args, msg):
 
 
 def test_sample_eval_json_rows(runs, tmp_path):
-    "The first AR run judges (itself too); the data row comes first; each row has exactly the documented keys."
+    """The first AR run judges (itself too); the data row comes first; each row has exactly the documented keys, with
+    what the Gaussian segment changed in the hybrid's rows only."""
     r = hdlm(runs, 'sample-eval', '--ckpt', runs / 'sedd', runs / 'hybrid', runs / 'ar', '--steps', 4, 8, '-n', 8,
              '--out', tmp_path / 'q', '--json')
     rows = json.loads(r.stdout)
@@ -76,6 +77,8 @@ def test_sample_eval_json_rows(runs, tmp_path):
                                                         ('hybrid', 8), ('ar', 64)]
     assert all(list(x) == JSON_KEYS for x in rows) and [x['temperature'] for x in rows] == [None] + [1.0] * 5
     assert all(x['gen_ppl'] > 1 and 0 <= x['entropy'] <= 2.08 for x in rows)          # entropy <= log 8
+    assert all((x['changed'] is None) == (x['model'] != 'hybrid') for x in rows)     # a hybrid's Gaussian segment
+    assert all(0 <= x['remasked'] <= x['changed'] <= 1 for x in rows if x['model'] == 'hybrid')
     assert (tmp_path / 'q' / 'sample_eval.csv').exists() and (tmp_path / 'q' / 'sample_eval.png').stat().st_size > 0
 
 
