@@ -319,8 +319,8 @@ def add_convert_parser(subparsers):
 def run_reproduce(args) -> int:
     "`hdlm reproduce`: the experiment of a preset; prints the table beside the paper's."
     variants = None if args.variants is None else {name: HYBRID_VARIANTS[name] for name in args.variants}
+    overrides = _overrides(args)
     if args.seeds:
-        overrides = _overrides(args)
         split = overrides.get('eval_split', PRESETS[args.preset]['eval']['split'])     # a file per evaluation split
         table = seed_spread(args.preset, args.out, args.seeds, models=args.models, device=args.device,
                             variants=variants, **overrides)
@@ -329,7 +329,7 @@ def run_reproduce(args) -> int:
         print(table.to_string()); print(f"seed spread: {f}")
         return 0
     reproduce(args.preset, args.out, models=args.models, device=args.device, progress=True, variants=variants,
-              **_overrides(args))
+              **overrides)
     print(f"results: {os.path.join(args.out, 'results.csv')}")
     return 0
 
